@@ -1,0 +1,85 @@
+"""``Backend``: one backend module bound to a device and a dtype, with checked stages.
+
+Attributes named after the stages are the checked forms (a one-line error before any work);
+``backend.raw`` is the module itself, the unchecked stages the perf layer times and
+``train_step`` composes.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+import numpy as np
+
+from .contract import SIGNATURES, STEP_ARGS, check_arrays, check_stage
+from .errors import UnknownNameError
+from .problem import DEFAULT_DTYPE, DTYPES, STAGES, check_lr
+
+
+def train_step(stages, params, x, y, lr: float):
+    """One step of the tutorial, composed from ``stages`` (a backend module); returns the loss.
+
+    Updates ``params`` = (w1, w2) in place. The loss stays on the device (no host sync).
+    """
+    w1, w2 = params
+    h = stages.hidden(x, w1)
+    h_relu = stages.relu(h)
+    y_pred = stages.output(h_relu, w2)
+    loss = stages.loss(y_pred, y)
+    grad_y_pred = stages.grad_y_pred(y_pred, y)
+    grad_w2 = stages.grad_w2(h_relu, grad_y_pred)
+    grad_h_relu = stages.grad_h_relu(grad_y_pred, w2)
+    grad_h = stages.relu_backward(grad_h_relu, h)
+    grad_w1 = stages.grad_w1(x, grad_h)
+    stages.sgd_update(w1, grad_w1, lr)
+    stages.sgd_update(w2, grad_w2, lr)
+    return loss
+
+
+class Backend:
+    """The ten stages and ``train_step`` of one backend on one device, in one dtype."""
+
+    def __init__(self, name: str, module: ModuleType, dtype: str = DEFAULT_DTYPE) -> None:
+        if dtype not in DTYPES:
+            raise UnknownNameError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        self.name = name
+        self.raw = module
+        self.dtype = dtype
+        self.device = module.open_device(name)
+        self.device_name = str(self.device)
+        for stage in STAGES:
+            setattr(self, stage, self._checked(stage))
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, dtype={self.dtype!r}, device={self.device_name!r})"
+
+    def _checked(self, stage: str):
+        fn = getattr(self.raw, stage)
+        n_args = len(SIGNATURES[stage][0])
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            arrays = args[:n_args]
+            lr = args[2] if stage == "sgd_update" and len(args) > 2 else kwargs.get("lr")
+            check_stage(stage, arrays, kwargs.get("out"), self.raw.describe, self.dtype, self.device_name, lr)
+            return fn(*args, **kwargs)
+
+        return checked
+
+    def asarray(self, a: np.ndarray):
+        """``a`` copied to this backend's device and dtype."""
+        return self.raw.asarray(np.asarray(a), self.device, self.dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return self.raw.to_numpy(a)
+
+    def synchronize(self) -> None:
+        """Wait until all work queued on this backend's device has finished."""
+        self.raw.synchronize(self.device)
+
+    def train_step(self, params, x, y, lr: float):
+        """One training step on (w1, w2) in place; returns the loss as a backend scalar."""
+        w1, w2 = params
+        check_arrays("train_step", STEP_ARGS, (w1, w2, x, y), self.raw.describe, self.dtype, self.device_name)
+        return train_step(self.raw, params, x, y, check_lr(lr))

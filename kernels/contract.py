@@ -1,0 +1,78 @@
+"""The stage contract: argument names and their shapes in N, D_in, H, D_out, and its checks.
+
+Backend modules implement the stages without checks (they are what gets timed); the
+``Backend`` object wraps each in ``check`` so a caller's mistake is a one-line error raised
+before any work is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .errors import DTypeError, ShapeError
+from .problem import check_lr
+
+# stage -> ((argument, dim, dim), ...), then the shape of the result ("R", "C": any 2-D shape).
+SIGNATURES: dict[str, tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]] = {
+    "hidden": ((("x", "N", "D_in"), ("w1", "D_in", "H")), ("N", "H")),
+    "relu": ((("h", "N", "H"),), ("N", "H")),
+    "output": ((("h_relu", "N", "H"), ("w2", "H", "D_out")), ("N", "D_out")),
+    "loss": ((("y_pred", "N", "D_out"), ("y", "N", "D_out")), ()),
+    "grad_y_pred": ((("y_pred", "N", "D_out"), ("y", "N", "D_out")), ("N", "D_out")),
+    "grad_w2": ((("h_relu", "N", "H"), ("grad_y_pred", "N", "D_out")), ("H", "D_out")),
+    "grad_h_relu": ((("grad_y_pred", "N", "D_out"), ("w2", "H", "D_out")), ("N", "H")),
+    "relu_backward": ((("grad_h_relu", "N", "H"), ("h", "N", "H")), ("N", "H")),
+    "grad_w1": ((("x", "N", "D_in"), ("grad_h", "N", "H")), ("D_in", "H")),
+    "sgd_update": ((("w", "R", "C"), ("grad", "R", "C")), ()),
+}
+STEP_ARGS = (("w1", "D_in", "H"), ("w2", "H", "D_out"), ("x", "N", "D_in"), ("y", "N", "D_out"))
+
+# describe(a) -> (shape, dtype name, device name); raises DTypeError for a foreign array type.
+Describe = Callable[[object], tuple[tuple[int, ...], str, str]]
+
+
+def check_arrays(
+    where: str, named: Sequence[tuple[str, str, str]], arrays: Sequence[object], describe: Describe,
+    dtype: str, device: str,
+) -> dict[str, int]:
+    """Check 2-D shapes against the named dims, one dtype and one device; return the dims."""
+    dims: dict[str, tuple[int, str]] = {}
+    for (name, *axes), array in zip(named, arrays):
+        shape, array_dtype, array_device = describe(array)
+        if array_dtype != dtype:
+            raise DTypeError(f"{where}: {name} is {array_dtype}, but this backend computes in {dtype}; convert with backend.asarray")
+        if array_device != device:
+            raise DTypeError(f"{where}: {name} is on {array_device}, but this backend runs on {device}; convert with backend.asarray")
+        if len(shape) != 2:
+            raise ShapeError(f"{where}: {name} must be 2-D ({', '.join(axes)}), got shape {shape}")
+        for axis, size in zip(axes, shape):
+            if axis in dims and dims[axis][0] != size:
+                bound, source = dims[axis]
+                raise ShapeError(
+                    f"{where}: {name} has shape {shape} but {source} fixes {axis}={bound} "
+                    f"(expected {name} as ({', '.join(axes)}))"
+                )
+            dims.setdefault(axis, (size, f"{name} {shape}"))
+    return {axis: size for axis, (size, _) in dims.items()}
+
+
+def check_out(where: str, out: object, dims: dict[str, int], axes: tuple[str, ...], describe: Describe,
+              dtype: str, device: str) -> None:
+    """Check a preallocated ``out=`` buffer against the result's shape, dtype and device."""
+    expected = tuple(dims[a] for a in axes)
+    shape, out_dtype, out_device = describe(out)
+    if shape != expected or out_dtype != dtype or out_device != device:
+        raise ShapeError(
+            f"{where}: out= must be {dtype} on {device} of shape {expected} ({', '.join(axes)}), "
+            f"got {out_dtype} on {out_device} of shape {shape}"
+        )
+
+
+def check_stage(stage: str, args: Sequence[object], out: object, describe: Describe, dtype: str, device: str,
+                lr: object = None) -> None:
+    named, result_axes = SIGNATURES[stage]
+    dims = check_arrays(stage, named, args, describe, dtype, device)
+    if out is not None:
+        check_out(stage, out, dims, result_axes, describe, dtype, device)
+    if stage == "sgd_update":
+        check_lr(lr)

@@ -1,0 +1,89 @@
+"""The stages in numpy. Unchecked: the ``Backend`` wrapper validates, these are what gets timed.
+
+Each is the fastest idiomatic numpy form: BLAS matmuls on transposed views (no copies),
+ufuncs with ``out=`` where a buffer can be reused, one temporary at most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DTypeError
+
+FAMILY = "numpy"
+
+
+def open_device(name: str) -> str:
+    """numpy runs on the host, always."""
+    return "cpu"
+
+
+def devices() -> list[str]:
+    return ["numpy"]
+
+
+def asarray(a: np.ndarray, device: str, dtype: str) -> np.ndarray:
+    # A contiguous copy that the caller's array does not alias.
+    return np.array(a, dtype=dtype, order="C", copy=True)
+
+
+def to_numpy(a) -> np.ndarray:
+    return np.asarray(a)
+
+
+def synchronize(device: str) -> None:
+    """numpy is synchronous: nothing is queued."""
+
+
+def describe(a) -> tuple[tuple[int, ...], str, str]:
+    if not isinstance(a, np.ndarray):
+        raise DTypeError(f"expected a numpy.ndarray, got {type(a).__module__}.{type(a).__qualname__}")
+    return a.shape, a.dtype.name, "cpu"
+
+
+def hidden(x, w1, out=None):
+    return np.matmul(x, w1, out=out)
+
+
+def relu(h, out=None):
+    return np.maximum(h, 0, out=out)
+
+
+def output(h_relu, w2, out=None):
+    return np.matmul(h_relu, w2, out=out)
+
+
+def loss(y_pred, y):
+    d = np.subtract(y_pred, y).ravel()
+    # BLAS dot of the difference with itself: one temporary, no squared copy; a 0-d value.
+    return np.dot(d, d)
+
+
+def grad_y_pred(y_pred, y, out=None):
+    out = np.subtract(y_pred, y, out=out)
+    out *= 2
+    return out
+
+
+def grad_w2(h_relu, grad_y_pred, out=None):
+    return np.matmul(h_relu.T, grad_y_pred, out=out)
+
+
+def grad_h_relu(grad_y_pred, w2, out=None):
+    return np.matmul(grad_y_pred, w2.T, out=out)
+
+
+def relu_backward(grad_h_relu, h, out=None):
+    if out is None:
+        return np.where(h < 0, 0, grad_h_relu)
+    np.copyto(out, grad_h_relu)
+    np.copyto(out, 0, where=h < 0)
+    return out
+
+
+def grad_w1(x, grad_h, out=None):
+    return np.matmul(x.T, grad_h, out=out)
+
+
+def sgd_update(w, grad, lr):
+    w -= lr * grad

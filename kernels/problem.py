@@ -1,0 +1,162 @@
+"""Problems: sizes, dtype, learning rate and seed; the presets; inputs; the FLOP and byte model.
+
+Shapes are named once, here, and everywhere else by these names:
+N samples, D_in inputs, H hidden units, D_out outputs.
+x: (N, D_in), y: (N, D_out), w1: (D_in, H), w2: (H, D_out).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .errors import ProblemError, UnknownNameError
+
+DTYPES = ("float32", "float64")
+DEFAULT_DTYPE = "float32"
+
+# Stage names in execution order: the contract every backend implements.
+STAGES = (
+    "hidden",
+    "relu",
+    "output",
+    "loss",
+    "grad_y_pred",
+    "grad_w2",
+    "grad_h_relu",
+    "relu_backward",
+    "grad_w1",
+    "sgd_update",
+)
+MATMUL_STAGES = ("hidden", "output", "grad_w2", "grad_h_relu", "grad_w1")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: the four sizes, the dtype, the learning rate and the input seed."""
+
+    N: int
+    D_in: int
+    H: int
+    D_out: int
+    dtype: str = DEFAULT_DTYPE
+    lr: float = 1e-6
+    seed: int = 0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        for dim in ("N", "D_in", "H", "D_out"):
+            value = getattr(self, dim)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ProblemError(f"{dim} must be a positive integer, got {value!r}")
+        if self.dtype not in DTYPES:
+            raise UnknownNameError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        check_lr(self.lr)
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.N}x{self.D_in}x{self.H}x{self.D_out}")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.D_in, self.H, self.D_out)
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    def with_dtype(self, dtype: str) -> Problem:
+        return replace(self, dtype=dtype)
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        """x, y, w1, w2 drawn from a standard normal, deterministic in the seed.
+
+        Drawn once in float64 and then cast, so every backend and dtype sees the same values.
+        """
+        rng = np.random.default_rng(self.seed)
+        shapes = {
+            "x": (self.N, self.D_in),
+            "y": (self.N, self.D_out),
+            "w1": (self.D_in, self.H),
+            "w2": (self.H, self.D_out),
+        }
+        return {k: rng.standard_normal(s).astype(self.dtype) for k, s in shapes.items()}
+
+    def flops(self, stage: str) -> int:
+        """Floating-point operations of one call of ``stage`` (or ``train_step``)."""
+        return _model(self, stage)[0]
+
+    def bytes(self, stage: str) -> int:
+        """Bytes ``stage`` must move at minimum: each input read once, each output written once."""
+        return _model(self, stage)[1] * self.itemsize
+
+
+def check_lr(lr: object) -> float:
+    """Return ``lr`` as a float if it is a finite real number, else raise ProblemError."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+        raise ProblemError(f"learning rate must be a finite real number, got {lr!r}")
+    if not math.isfinite(lr):
+        raise ProblemError(f"learning rate must be finite, got {lr!r}")
+    return float(lr)
+
+
+def _model(p: Problem, stage: str) -> tuple[int, int]:
+    """(flops, elements moved) for one call; sgd_update counts both weights, as a step does."""
+    N, D_in, H, D_out = p.shape
+    weights = D_in * H + H * D_out
+    table = {
+        "hidden": (2 * N * D_in * H, N * D_in + D_in * H + N * H),
+        "relu": (N * H, 2 * N * H),
+        "output": (2 * N * H * D_out, N * H + H * D_out + N * D_out),
+        "loss": (3 * N * D_out, 2 * N * D_out),
+        "grad_y_pred": (2 * N * D_out, 3 * N * D_out),
+        "grad_w2": (2 * N * H * D_out, N * H + N * D_out + H * D_out),
+        "grad_h_relu": (2 * N * D_out * H, N * D_out + H * D_out + N * H),
+        "relu_backward": (N * H, 3 * N * H),
+        "grad_w1": (2 * N * D_in * H, N * D_in + N * H + D_in * H),
+        "sgd_update": (2 * weights, 3 * weights),
+    }
+    if stage == "train_step":
+        # Compulsory traffic of the whole step: read x, y and both weights, write both weights.
+        flops = sum(f for f, _ in table.values())
+        return flops, N * D_in + N * D_out + 2 * weights
+    if stage not in table:
+        raise UnknownNameError(f"unknown stage {stage!r}; valid: {', '.join((*STAGES, 'train_step'))}")
+    return table[stage]
+
+
+# Append-only: these values are part of every saved baseline. Never change or remove one.
+PRESETS: dict[str, Problem] = {
+    # The tutorial's problem.
+    "seed": Problem(64, 1000, 100, 10, lr=1e-6, name="seed"),
+    # Every matmul >= 1 GFLOP: compute-bound on a CPU.
+    "compute": Problem(1024, 1024, 1024, 512, lr=6e-9, name="compute"),
+    # GPU scale: every matmul >= 34 GFLOP.
+    "gpu": Problem(4096, 4096, 4096, 1024, lr=5e-11, name="gpu"),
+}
+
+
+def parse_problem(spec: str, dtype: str = DEFAULT_DTYPE) -> Problem:
+    """A preset name or an explicit ``N,D_in,H,D_out`` (also ``NxD_inxHxD_out``)."""
+    text = spec.strip()
+    if text in PRESETS:
+        return PRESETS[text].with_dtype(dtype)
+    parts = text.replace("x", ",").split(",")
+    if len(parts) == 4 and all(part.strip().lstrip("-").isdigit() for part in parts):
+        N, D_in, H, D_out = (int(part) for part in parts)
+        for dim, value in zip(("N", "D_in", "H", "D_out"), (N, D_in, H, D_out)):
+            if value < 1:
+                raise ProblemError(f"size {spec!r}: {dim} must be a positive integer, got {value}")
+        return Problem(N, D_in, H, D_out, dtype=dtype, lr=default_lr(N, D_in, H, D_out))
+    raise UnknownNameError(
+        f"unknown size {spec!r}; valid: a preset ({', '.join(PRESETS)}) or N,D_in,H,D_out (four positive integers)"
+    )
+
+
+def default_lr(N: int, D_in: int, H: int, D_out: int) -> float:
+    """A learning rate that keeps plain SGD stable on standard-normal data of these sizes.
+
+    The curvature of the loss grows with N * D_in * H (the scale of h_relu.T @ h_relu); the
+    tutorial's 1e-6 at 64x1000x100 is scaled by it.
+    """
+    return 1e-6 * (64 * 1000 * 100) / (N * D_in * H)
