@@ -5,8 +5,9 @@
     >>> h = b.hidden(b.asarray(x), b.asarray(w1))
 
 Adding a backend: write one module exporting the ten stages plus ``open_device``,
-``devices``, ``asarray``, ``to_numpy``, ``synchronize`` and ``describe`` (see numpy_.py),
-then add one line to ``_REGISTRY``.
+``devices``, ``asarray``, ``to_numpy``, ``copy``, ``synchronize`` and ``describe`` (see
+numpy_.py), then add one line to ``_REGISTRY`` (and, optionally, the tutorial's literal code
+for that library to ``tutorial.STEPS``).
 """
 
 from __future__ import annotations

@@ -60,9 +60,10 @@ class Backend:
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):
-            arrays = args[:n_args]
-            lr = args[2] if stage == "sgd_update" and len(args) > 2 else kwargs.get("lr")
-            check_stage(stage, arrays, kwargs.get("out"), self.raw.describe, self.dtype, self.device_name, lr)
+            # The argument after the arrays is lr for sgd_update and out= for the others.
+            extra = args[n_args] if len(args) > n_args else kwargs.get("lr" if stage == "sgd_update" else "out")
+            lr, out = (extra, None) if stage == "sgd_update" else (None, extra)
+            check_stage(stage, args[:n_args], out, self.raw.describe, self.dtype, self.device_name, lr)
             return fn(*args, **kwargs)
 
         return checked

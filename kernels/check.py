@@ -37,6 +37,10 @@ def expected(stage: str, args: tuple[np.ndarray, ...], lr: float | None = None) 
     return np.asarray(getattr(reference, stage)(*f64))
 
 
+def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+
 def mismatch(actual, reference_value, dtype: str) -> str | None:
     """None if ``actual`` matches within the dtype's tolerance, else why not (one line).
 
@@ -50,16 +54,16 @@ def mismatch(actual, reference_value, dtype: str) -> str | None:
         return None
     bad = ~np.isfinite(a) & np.isfinite(r)
     if bad.any():
-        index = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
-        return f"non-finite value {a[index]} at index {index} where the reference is {r[index]}"
+        index = _index(int(np.argmax(bad)), a.shape)
+        return f"non-finite value {float(a[index])} at index {index} where the reference is {float(r[index]):.9g}"
     scale = float(np.max(np.abs(r))) or 1.0
     err = np.abs(a - r)
     worst = int(np.argmax(err))
-    index = np.unravel_index(worst, a.shape) if a.ndim else ()
+    index = _index(worst, a.shape)
     limit = TOLERANCE[dtype] * scale
     if not err.flat[worst] <= limit:
         return (
-            f"error {err.flat[worst]:.3g} at index {index} (got {a[index]!r}, reference {r[index]!r}) "
+            f"error {err.flat[worst]:.3g} at index {index} (got {float(a[index]):.9g}, reference {float(r[index]):.9g}) "
             f"exceeds {limit:.3g} = {TOLERANCE[dtype]:g} ({dtype}) x max |reference| {scale:.3g}"
         )
     return None

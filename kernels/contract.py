@@ -37,12 +37,19 @@ def check_arrays(
 ) -> dict[str, int]:
     """Check 2-D shapes against the named dims, one dtype and one device; return the dims."""
     dims: dict[str, tuple[int, str]] = {}
+    if len(arrays) != len(named):
+        raise ShapeError(f"{where}: expected {len(named)} arrays ({', '.join(n for n, *_ in named)}), got {len(arrays)}")
     for (name, *axes), array in zip(named, arrays):
-        shape, array_dtype, array_device = describe(array)
+        try:
+            shape, array_dtype, array_device = describe(array)
+        except DTypeError as exc:
+            raise DTypeError(f"{where}: {name}: {exc}") from None
         if array_dtype != dtype:
-            raise DTypeError(f"{where}: {name} is {array_dtype}, but this backend computes in {dtype}; convert with backend.asarray")
+            raise DTypeError(f"{where}: {name} is {array_dtype}, but this backend computes in {dtype}; "
+                             "convert with backend.asarray")
         if array_device != device:
-            raise DTypeError(f"{where}: {name} is on {array_device}, but this backend runs on {device}; convert with backend.asarray")
+            raise DTypeError(f"{where}: {name} is on {array_device}, but this backend runs on {device}; "
+                             "convert with backend.asarray")
         if len(shape) != 2:
             raise ShapeError(f"{where}: {name} must be 2-D ({', '.join(axes)}), got shape {shape}")
         for axis, size in zip(axes, shape):
@@ -60,12 +67,14 @@ def check_out(where: str, out: object, dims: dict[str, int], axes: tuple[str, ..
               dtype: str, device: str) -> None:
     """Check a preallocated ``out=`` buffer against the result's shape, dtype and device."""
     expected = tuple(dims[a] for a in axes)
-    shape, out_dtype, out_device = describe(out)
-    if shape != expected or out_dtype != dtype or out_device != device:
-        raise ShapeError(
-            f"{where}: out= must be {dtype} on {device} of shape {expected} ({', '.join(axes)}), "
-            f"got {out_dtype} on {out_device} of shape {shape}"
-        )
+    try:
+        shape, out_dtype, out_device = describe(out)
+    except DTypeError as exc:
+        raise DTypeError(f"{where}: out=: {exc}") from None
+    if out_dtype != dtype or out_device != device:
+        raise DTypeError(f"{where}: out= must be {dtype} on {device}, got {out_dtype} on {out_device}")
+    if shape != expected:
+        raise ShapeError(f"{where}: out= must have shape {expected} ({', '.join(axes)}), got {shape}")
 
 
 def check_stage(stage: str, args: Sequence[object], out: object, describe: Describe, dtype: str, device: str,

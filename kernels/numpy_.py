@@ -31,6 +31,11 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """dst[...] = src, in place (restores state between benchmark rounds; the copy roofline)."""
+    np.copyto(dst, src)
+
+
 def synchronize(device: str) -> None:
     """numpy is synchronous: nothing is queued."""
 

@@ -8,6 +8,8 @@ x: (N, D_in), y: (N, D_out), w1: (D_in, H), w2: (H, D_out).
 from __future__ import annotations
 
 import math
+import numbers
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -49,8 +51,9 @@ class Problem:
     def __post_init__(self) -> None:
         for dim in ("N", "D_in", "H", "D_out"):
             value = getattr(self, dim)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ProblemError(f"{dim} must be a positive integer, got {value!r}")
+            object.__setattr__(self, dim, int(value))
         if self.dtype not in DTYPES:
             raise UnknownNameError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
         check_lr(self.lr)
@@ -116,10 +119,13 @@ def _model(p: Problem, stage: str) -> tuple[int, int]:
         "grad_w1": (2 * N * D_in * H, N * D_in + N * H + D_in * H),
         "sgd_update": (2 * weights, 3 * weights),
     }
-    if stage == "train_step":
+    if stage in ("train_step", "tutorial_step"):
         # Compulsory traffic of the whole step: read x, y and both weights, write both weights.
         flops = sum(f for f, _ in table.values())
         return flops, N * D_in + N * D_out + 2 * weights
+    # Roofline probes: an N x D_in by D_in x H matmul, and a copy of an N x D_in array.
+    table["peak_matmul"] = (2 * N * D_in * H, N * D_in + D_in * H + N * H)
+    table["peak_copy"] = (0, 2 * N * D_in)
     if stage not in table:
         raise UnknownNameError(f"unknown stage {stage!r}; valid: {', '.join((*STAGES, 'train_step'))}")
     return table[stage]
@@ -133,7 +139,18 @@ PRESETS: dict[str, Problem] = {
     "compute": Problem(1024, 1024, 1024, 512, lr=6e-9, name="compute"),
     # GPU scale: every matmul >= 34 GFLOP.
     "gpu": Problem(4096, 4096, 4096, 1024, lr=5e-11, name="gpu"),
+    # Steps of the size sweep between the tutorial's size and GPU scale.
+    "n256": Problem(256, 1024, 256, 64, lr=9e-8, name="n256"),
+    "n512": Problem(512, 1024, 512, 128, lr=2.3e-8, name="n512"),
+    "n2048": Problem(2048, 2048, 2048, 512, lr=7e-10, name="n2048"),
 }
+# Named lists of presets, expanded wherever sizes are given.
+SWEEPS: dict[str, tuple[str, ...]] = {
+    "sweep": ("seed", "n256", "n512", "compute", "n2048", "gpu"),
+}
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def parse_problem(spec: str, dtype: str = DEFAULT_DTYPE) -> Problem:
@@ -141,22 +158,27 @@ def parse_problem(spec: str, dtype: str = DEFAULT_DTYPE) -> Problem:
     text = spec.strip()
     if text in PRESETS:
         return PRESETS[text].with_dtype(dtype)
-    parts = text.replace("x", ",").split(",")
-    if len(parts) == 4 and all(part.strip().lstrip("-").isdigit() for part in parts):
+    parts = [part.strip() for part in text.replace("x", ",").split(",")]
+    if len(parts) == 4 and all(_INTEGER.fullmatch(part) for part in parts):
         N, D_in, H, D_out = (int(part) for part in parts)
         for dim, value in zip(("N", "D_in", "H", "D_out"), (N, D_in, H, D_out)):
             if value < 1:
                 raise ProblemError(f"size {spec!r}: {dim} must be a positive integer, got {value}")
         return Problem(N, D_in, H, D_out, dtype=dtype, lr=default_lr(N, D_in, H, D_out))
     raise UnknownNameError(
-        f"unknown size {spec!r}; valid: a preset ({', '.join(PRESETS)}) or N,D_in,H,D_out (four positive integers)"
+        f"unknown size {spec!r}; valid: a preset ({', '.join(PRESETS)}), a sweep ({', '.join(SWEEPS)}) "
+        "or N,D_in,H,D_out (four positive integers)"
     )
 
 
 def default_lr(N: int, D_in: int, H: int, D_out: int) -> float:
-    """A learning rate that keeps plain SGD stable on standard-normal data of these sizes.
+    """A learning rate below the stability limit of plain SGD on standard-normal data of these sizes.
 
-    The curvature of the loss grows with N * D_in * H (the scale of h_relu.T @ h_relu); the
-    tutorial's 1e-6 at 64x1000x100 is scaled by it.
+    One over an estimate of the loss's largest curvature: for w2 that of 2 h_relu.T @ h_relu
+    (entries of h_relu have mean square D_in/2, mean about 0.4 sqrt(D_in), hence a rank-one
+    part of N D_in 0.16 H); for w1, twice the product of the largest squared singular values
+    of x and w2. At the tutorial's size this gives 4.7e-7, half its 1e-6.
     """
-    return 1e-6 * (64 * 1000 * 100) / (N * D_in * H)
+    w2 = 2 * N * D_in * (0.5 + 0.16 * H)
+    w1 = 2 * (math.sqrt(N) + math.sqrt(D_in)) ** 2 * (math.sqrt(H) + math.sqrt(D_out)) ** 2
+    return 1 / max(w2, w1)

@@ -72,6 +72,11 @@ def to_numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy()
 
 
+def copy(dst, src) -> None:
+    """dst[...] = src, in place, on the device (no host round trip)."""
+    dst.copy_(src)
+
+
 def synchronize(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
