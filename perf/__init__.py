@@ -1,0 +1,1 @@
+"""The perf layer: options, threads, timers, measurement, baselines and the regression gate."""

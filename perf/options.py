@@ -1,0 +1,184 @@
+"""The ``--perf-*`` options: declared once, each also settable in the ini file, checked on entry.
+
+Precedence: command line, then the ini file, then the default here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+import kernels
+from kernels.problem import SWEEPS, Problem
+
+from .gate import GateError, parse_threshold
+
+TIMERS = ("auto", "sync", "events")
+
+# name -> (default, help); the ini key is the name with "-" turned into "_".
+OPTIONS: dict[str, tuple[str, str]] = {
+    "perf-backend": ("available", "backends to time, comma-separated, or 'available' (every backend present here)"),
+    "perf-size": ("seed,compute", f"problem sizes, comma-separated: presets ({', '.join(kernels.PRESETS)}), "
+                  f"sweeps ({', '.join(SWEEPS)}: {', '.join(SWEEPS['sweep'])}) "
+                  "and explicit sizes N,D_in,H,D_out (four integers) or NxD_inxHxD_out"),
+    "perf-dtype": ("float32", "dtypes, comma-separated: float32, float64"),
+    "perf-threads": ("1", "threads for torch and numpy's BLAS: a positive integer, or 'auto' for all cores"),
+    "perf-timer": ("auto", "timer for accelerators: auto (= sync), sync (synchronise, then perf_counter), "
+                   "events (CUDA events); the CPU always uses perf_counter"),
+    "perf-threshold": ("10%", "slowdown a benchmark must exceed to regress, e.g. 10% (overridden per benchmark by "
+                       "perf_thresholds and the perf_threshold marker; never below the baseline's own noise)"),
+    "perf-alpha": ("0.05", "suite-wide false-alarm rate of the gate (Bonferroni over the compared benchmarks)"),
+    "perf-report-json": ("", "write the gate's verdicts as JSON to this path"),
+    "perf-report-md": ("", "write the gate's verdicts as Markdown to this path (e.g. $GITHUB_STEP_SUMMARY)"),
+}
+FLAGS: dict[str, str] = {
+    "perf-allow-foreign-baseline": "compare against a baseline recorded on a different machine fingerprint",
+}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("perf", "performance suite (kernels of the two-layer ReLU training step)")
+    for name, (default, text) in OPTIONS.items():
+        group.addoption(f"--{name}", dest=name.replace("-", "_"), default=None, help=f"{text} (default: {default})")
+        parser.addini(name.replace("-", "_"), help=text, default=None)
+    for name, text in FLAGS.items():
+        group.addoption(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=text)
+        parser.addini(name.replace("-", "_"), help=text, type="bool", default=False)
+    parser.addini("perf_thresholds", type="linelist", default=[],
+                  help="per-benchmark thresholds, one 'PATTERN = 25%' a line; PATTERN is an fnmatch pattern "
+                       "over benchmark ids (e.g. seed-relu-*) or a group name (e.g. 'seed relu')")
+
+
+def _raw(config: pytest.Config, name: str) -> tuple[str, str]:
+    """(value, where it came from) by precedence: command line, ini file, default."""
+    key = name.replace("-", "_")
+    value = config.getoption(key)
+    if value is not None:
+        return str(value), f"--{name}"
+    value = config.getini(key)
+    if value not in (None, "", []):
+        return str(value), f"ini option {key}"
+    return OPTIONS[name][0], f"default of --{name}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    backends: tuple[str, ...]          # asked for by name; empty = every available
+    sizes: tuple[Problem, ...]
+    dtypes: tuple[str, ...]
+    threads: int
+    timer: str
+    threshold: float
+    alpha: float
+    thresholds: tuple[tuple[str, float], ...]
+    report_json: str
+    report_md: str
+    allow_foreign_baseline: bool
+
+
+def _split(text: str, separators: str = ",") -> list[str]:
+    for sep in separators[1:]:
+        text = text.replace(sep, separators[0])
+    return [part.strip() for part in text.split(separators[0]) if part.strip()]
+
+
+def parse_sizes(text: str, dtype: str = kernels.DEFAULT_DTYPE) -> list[Problem]:
+    """'seed,compute,64,1000,100,10' -> problems: presets, and explicit sizes as four integers in a row."""
+    sizes, digits = [], []
+    for token in _split(text, ",; "):
+        if token.lstrip("-").isdigit():
+            digits.append(token)
+            if len(digits) == 4:
+                sizes.append(kernels.parse_problem(",".join(digits), dtype))
+                digits = []
+            continue
+        if digits:
+            break
+        for name in SWEEPS.get(token, (token,)):
+            sizes.append(kernels.parse_problem(name, dtype))
+    if digits:
+        raise kernels.UnknownNameError(
+            f"incomplete size {','.join(digits)!r}: an explicit size is four integers N,D_in,H,D_out"
+        )
+    if not sizes:
+        raise kernels.UnknownNameError(f"no size named; valid: presets ({', '.join(kernels.PRESETS)}) or N,D_in,H,D_out")
+    return sizes
+
+
+def settings(config: pytest.Config) -> Settings:
+    """Every --perf-* value, parsed; a bad one is a one-line UsageError saying where it came from."""
+
+    def parse(name: str, fn):
+        text, where = _raw(config, name)
+        try:
+            return fn(text)
+        except (kernels.KernelError, GateError, ValueError) as exc:
+            raise pytest.UsageError(f"{where}={text!r}: {exc}") from None
+
+    backends = parse("perf-backend", _parse_backends)
+    dtypes = parse("perf-dtype", _parse_dtypes)
+    sizes = parse("perf-size", parse_sizes)
+    threads = parse("perf-threads", _parse_threads)
+    timer = parse("perf-timer", _parse_timer)
+    threshold = parse("perf-threshold", parse_threshold)
+    alpha = parse("perf-alpha", _parse_alpha)
+    thresholds = []
+    for line in config.getini("perf_thresholds"):
+        pattern, sep, value = line.rpartition("=")
+        try:
+            if not sep or not pattern.strip():
+                raise GateError("expected 'PATTERN = THRESHOLD', e.g. 'seed-relu-* = 25%'")
+            thresholds.append((pattern.strip(), parse_threshold(value.strip())))
+        except GateError as exc:
+            raise pytest.UsageError(f"ini option perf_thresholds line {line!r}: {exc}") from None
+    flag = config.getoption("perf_allow_foreign_baseline")
+    return Settings(
+        backends=tuple(backends), sizes=tuple(sizes), dtypes=tuple(dtypes), threads=threads, timer=timer,
+        threshold=threshold, alpha=alpha, thresholds=tuple(thresholds),
+        report_json=_raw(config, "perf-report-json")[0], report_md=_raw(config, "perf-report-md")[0],
+        allow_foreign_baseline=bool(flag if flag is not None else config.getini("perf_allow_foreign_baseline")),
+    )
+
+
+def _parse_backends(text: str) -> list[str]:
+    if text.strip() == "available":
+        return []
+    names = _split(text)
+    if not names:
+        raise ValueError("no backend named; give names such as numpy,torch-cpu or 'available'")
+    for name in names:
+        kernels.backend(name)  # unknown -> UnknownNameError, absent -> DeviceUnavailableError
+    return names
+
+
+def _parse_dtypes(text: str) -> list[str]:
+    names = _split(text)
+    for name in names:
+        if name not in kernels.DTYPES:
+            raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(kernels.DTYPES)}")
+    if not names:
+        raise ValueError(f"no dtype named; valid: {', '.join(kernels.DTYPES)}")
+    return names
+
+
+def _parse_threads(text: str) -> int:
+    if text.strip() == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if text.strip().isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError("expected a positive integer or 'auto'")
+
+
+def _parse_timer(text: str) -> str:
+    if text.strip() not in TIMERS:
+        raise ValueError(f"unknown timer; valid: {', '.join(TIMERS)}")
+    return text.strip()
+
+
+def _parse_alpha(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError("expected a probability between 0 and 1, e.g. 0.05")
+    return value
