@@ -46,6 +46,8 @@ def add_options(parser: pytest.Parser) -> None:
     for name, text in FLAGS.items():
         group.addoption(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=text)
         parser.addini(name.replace("-", "_"), help=text, type="bool", default=False)
+    parser.addini("perf_history", default="5",
+                  help="saved runs of this machine whose spread sets the run-to-run drift floor of the gate (default 5)")
     parser.addini("perf_thresholds", type="linelist", default=[],
                   help="per-benchmark thresholds, one 'PATTERN = 25%' a line; PATTERN is an fnmatch pattern "
                        "over benchmark ids (e.g. seed-relu-*) or a group name (e.g. 'seed relu')")

@@ -18,7 +18,7 @@ import pytest
 import kernels
 from kernels import tutorial
 
-from . import gate, machine, measure
+from . import gate, history, machine, measure
 from .cases import PROBES, Case, free_memory, memory_needed, probe_problem
 from .options import Settings, add_options, settings
 
@@ -44,6 +44,8 @@ class PerfSession:
     collected: list[str] = field(default_factory=list)
     measured: dict[str, list[float]] = field(default_factory=dict)   # name -> samples, of every benchmark timed
     group_order: dict[str, int] = field(default_factory=dict)
+    drift: dict[str, float] = field(default_factory=dict)   # name -> run-to-run drift floor
+    history_runs: int = 0
 
     @property
     def compared(self) -> int:
@@ -56,14 +58,16 @@ class PerfSession:
             return None
         base = self.baseline[name]["stats"].get("data")
         threshold = self.thresholds.get(name, self.settings.threshold)
+        drift_note = ""
+        if self.drift.get(name, 0) > threshold:
+            threshold = self.drift[name]
+            drift_note = f"threshold raised to the run-to-run drift {threshold:.1%} of {self.history_runs} saved runs"
         if not base:
             return gate.Comparison(name, gate.INCONCLUSIVE, threshold, n_current=len(samples),
                                    note="the baseline kept no raw samples: save it with --benchmark-save-data")
         result = gate.compare_unpaired(name, base, samples, threshold, alpha=self.settings.alpha, tests=self.compared)
-        if confirmed:
-            note = f"confirmed with {confirmed} more rounds" + (f"; {result.note}" if result.note else "")
-            result = gate.Comparison(**{**result.__dict__, "note": note})
-        return result
+        notes = [f"confirmed with {confirmed} more rounds" if confirmed else "", drift_note, result.note]
+        return gate.Comparison(**{**result.__dict__, "note": "; ".join(n for n in notes if n)})
 
     def record(self, comparison: gate.Comparison) -> None:
         self.comparisons.append(comparison)
@@ -75,9 +79,15 @@ class PerfSession:
                 f"threshold {c.threshold:.1%}, p={c.p_value:.2g}")
 
     def meta(self) -> dict:
+        if self.history_runs >= 3:
+            drift = f"thresholds raised to the run-to-run drift of {self.history_runs} saved runs where larger"
+        else:
+            drift = (f"UNKNOWN: {self.history_runs} saved run(s) of this machine; save at least 3 "
+                     "(pytest perf --benchmark-autosave), or use python -m perf.ab on a shared machine")
         return {
             "mode": "saved baseline",
             "baseline": self.baseline_path,
+            "run-to-run drift": drift,
             "alpha": self.settings.alpha,
             "control": f"Bonferroni over {self.compared} compared benchmarks (alpha/m per benchmark)",
             "threshold": self.threshold_override or f"{self.settings.threshold:.1%} (ini perf_thresholds and "
@@ -296,6 +306,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if bs.compare and bs.compared_mapping:
         path, mapping = list(bs.compared_mapping.items())[-1]
         perf.baseline, perf.baseline_path = mapping, str(path)
+        _load_history(config, bs, perf)
+
+
+def _load_history(config: pytest.Config, bs, perf: PerfSession) -> None:
+    """The last ``perf_history`` saved runs of this fingerprint: how far unchanged code drifts here."""
+    keep = int(config.getini("perf_history") or 5)
+    current = machine.fingerprint()
+    runs = [data for _, data in bs.storage.load()
+            if data.get("machine_info", {}).get("perf_fingerprint") == current][-keep:]
+    perf.history_runs = len(runs)
+    perf.drift = history.drift_floors(history.run_medians(runs), alpha=perf.settings.alpha, tests=perf.compared)
 
 
 def _make_saves_atomic(storage) -> None:
