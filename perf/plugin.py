@@ -243,7 +243,17 @@ def roofline_case(request: pytest.FixtureRequest) -> Runnable:
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
-    """Each stage's share of its roofline, measured in this run: matmuls of peak_matmul, the rest of peak_copy."""
+    """The run's command and settings; each stage's share of its roofline measured in this run
+    (matmuls and steps of peak_matmul, the rest of peak_copy)."""
+    s = perf_session(config).settings
+    output_json["perf"] = {
+        "command": " ".join(["pytest", *config.invocation_params.args]),
+        "backends": list(s.backends) or kernels.available_backends(),
+        "sizes": [p.name for p in s.sizes],
+        "dtypes": list(s.dtypes),
+        "threads": perf_session(config).threads,
+        "timer": s.timer,
+    }
     runs = [b.get("extra_info", {}) for b in output_json["benchmarks"]]
     peaks = {(e["stage"], e["backend"], e["dtype"]): e for e in runs if e.get("stage") in PROBES}
     for info in runs:

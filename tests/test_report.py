@@ -1,0 +1,303 @@
+"""perf.report on constructed pytest-benchmark JSON: tables, merge, share of peak, crossover, figures, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernels.problem import STAGES, Problem
+from perf import report
+
+SEED = (64, 1000, 100, 10)
+# A sweep whose names sort differently from their sizes: the report must order by train_step FLOPs.
+SWEEP = {"sweep-64": (64, 64, 64, 8), "sweep-1024": (1024, 1024, 1024, 64), "sweep-256": (256, 256, 256, 16)}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(stage: str, backend: str, median: float, *, size: str = "seed", shape=SEED, dtype: str = "float32",
+          device: str | None = None, iqr: float | None = None, **extra) -> dict:
+    """One benchmark as the perf suite writes it; FLOPs and bytes from the kernels' model unless given."""
+    device = device or ("cpu" if backend in ("numpy", "torch-cpu") else "cuda:0")
+    p = Problem(*shape, dtype=dtype)
+    flops, nbytes = extra.pop("flops", p.flops(stage)), extra.pop("bytes", p.bytes(stage))
+    info = {"stage": stage, "backend": backend, "device": device, "dtype": dtype, "size": size,
+            "shape": dict(zip(("N", "D_in", "H", "D_out"), shape)), "flops": flops, "bytes": nbytes, "median_s": median,
+            "gflops": flops / median / 1e9, "gbps": nbytes / median / 1e9, "threads": {"openblas": 1, "torch": 1},
+            "timer": "perf_counter"} | extra
+    return {"group": f"{size} {stage}", "name": f"test[{size}-{stage}-{backend}]",
+            "fullname": f"perf/test_x.py::test[{size}-{stage}-{backend}]", "extra_info": info,
+            "stats": {"median": median, "iqr": median * 0.01 if iqr is None else iqr, "rounds": 10,
+                      "data": [median] * 10}}
+
+
+def peak(stage: str, backend: str, rate: float, *, dtype: str = "float32", device: str | None = None) -> dict:
+    """A roofline probe: peak_matmul with ``rate`` GFLOP/s, or peak_copy with ``rate`` GB/s."""
+    shape = (2048, 2048, 2048, 1) if stage == "peak_matmul" else (8192, 8192, 1, 1)
+    b = bench(stage, backend, 0.01, size="peak2048" if stage == "peak_matmul" else "copy8192", shape=shape, dtype=dtype,
+              device=device)
+    b["extra_info"]["gflops" if stage == "peak_matmul" else "gbps"] = rate
+    return b
+
+
+def run(benchmarks: list[dict], *, cpu: str = "Test CPU 9000", gpus: list[str] | None = None,
+        datetime: str = "2026-11-27T06:38:03.000000") -> dict:
+    fingerprint = {"cpu": cpu, "cpus": 2, "python": "3.11.7", "numpy": "2.4.6", "blas": ["openblas 0.3.31 SkylakeX"],
+                   "threads": {"openblas": 1, "openmp": 1, "torch": 1}, "torch": "2.13.0"}
+    if gpus:
+        fingerprint |= {"cuda": "12.4", "gpus": gpus, "gpu_driver": "550.54"}
+    return {"machine_info": {"node": "test", "cpu": {"brand_raw": cpu, "count": 2}, "perf_fingerprint": fingerprint},
+            "commit_info": {"id": "unversioned", "dirty": False}, "benchmarks": benchmarks, "datetime": datetime,
+            "version": "5.3.1"}
+
+
+def write(tmp_path: Path, name: str, data: object) -> str:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return str(path)
+
+
+def tables_of(tmp_path: Path, *runs: dict, baseline: str = "numpy") -> tuple[report.Merged, list[report.Table]]:
+    loaded = [report.load(write(tmp_path, f"run{i}.json", r), i) for i, r in enumerate(runs)]
+    merged = report.merge(loaded)
+    return merged, report.build_tables(merged, baseline)
+
+
+def sweep_run(gpu_times: dict[str, float], cpu_times: dict[str, dict[str, float]]) -> dict:
+    """train_step at each sweep size: torch-cuda's median and each CPU backend's, in seconds."""
+    benchmarks = [bench("train_step", "torch-cuda", t, size=s, shape=SWEEP[s]) for s, t in gpu_times.items()]
+    for backend, times in cpu_times.items():
+        benchmarks += [bench("train_step", backend, t, size=s, shape=SWEEP[s]) for s, t in times.items()]
+    return run(benchmarks, gpus=["NVIDIA Test GPU"])
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def test_stages_in_execution_order_with_the_steps_last(tmp_path):
+    stages = ["tutorial_step", "train_step", *reversed(STAGES)]
+    merged, tables = tables_of(tmp_path, run([bench(s, "numpy", 1e-3) for s in stages]))
+    (table,) = tables
+    assert table.stages == (*STAGES, "train_step", "tutorial_step")
+    text = report.render_markdown(merged, tables, [])
+    first_cells = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    assert [c for c in first_cells if c in stages] == [*STAGES, "train_step", "tutorial_step"]
+
+
+def test_speedup_is_baseline_time_over_backend_time(tmp_path):
+    data = run([bench("hidden", "numpy", 2e-3), bench("hidden", "torch-cpu", 1e-3), bench("relu", "torch-cpu", 5e-6),
+                bench("hidden", "torch-cuda", 4e-5, device="cuda:0")], gpus=["NVIDIA Test GPU"])
+    merged, (table,) = tables_of(tmp_path, data)
+    assert table.backends == ("numpy", "torch-cpu", "torch-cuda")
+    assert table.cell("hidden", "torch-cpu").speedup == pytest.approx(2.0)
+    assert table.cell("hidden", "torch-cuda").speedup == pytest.approx(50.0)
+    assert table.cell("relu", "torch-cpu").speedup is None  # no numpy relu to compare with
+    text = report.render_markdown(merged, [table], [])
+    assert "| hidden | 2.00 ms | 1.00 ms · 2.00x | 40.0 µs · 50.0x |" in text
+    assert "| relu | — | 5.00 µs | — |" in text
+    assert "NVIDIA Test GPU" in text
+
+    _, (other,) = tables_of(tmp_path, data, baseline="torch-cpu")
+    assert other.cell("hidden", "numpy").speedup == pytest.approx(0.5)
+
+
+def test_share_of_peak_from_the_peak_benchmarks_of_the_same_file_backend_and_dtype(tmp_path):
+    # hidden: 1e8 FLOP in 2 ms = 50 GFLOP/s of a 100 GFLOP/s peak; relu: 1e6 B in 100 us = 10 GB/s of 40 GB/s.
+    stages = [bench("hidden", "numpy", 2e-3, flops=1e8), bench("relu", "numpy", 1e-4, bytes=1e6),
+              bench("train_step", "numpy", 1e-2, flops=2e8),
+              bench("hidden", "torch-cpu", 2e-3, flops=1e8),                  # torch-cpu has no peaks: no share
+              bench("output", "numpy", 1e-3, flops=1e7, peak_share=0.123),    # recorded by the suite: kept as is
+              bench("hidden", "numpy", 2e-3, flops=1e8, dtype="float64")]     # float32 peaks do not apply
+    peaks = [peak("peak_matmul", "numpy", 100.0), peak("peak_copy", "numpy", 40.0)]
+    merged, tables = tables_of(tmp_path, run(stages + peaks))
+    f32, f64 = tables
+    assert (f32.dtype, f64.dtype) == ("float32", "float64")
+    assert f32.cell("hidden", "numpy").share == pytest.approx(0.5)
+    assert f32.cell("relu", "numpy").share == pytest.approx(0.25)
+    assert f32.cell("train_step", "numpy").share == pytest.approx(0.2)
+    assert f32.cell("output", "numpy").share == pytest.approx(0.123)
+    assert f32.cell("hidden", "torch-cpu").share is None
+    assert f64.cell("hidden", "numpy").share is None
+    assert all(s not in report.PROBES for t in tables for s in t.stages)
+    text = report.render_markdown(merged, tables, [])
+    assert "| hidden | 2.00 ms · 50% peak | 2.00 ms · 1.00x |" in text
+    assert "| numpy | cpu | float32 | 100 GFLOP/s | 40 GB/s |" in text
+
+    # A peak from another file does not apply: the share comes from the same run only.
+    _, (f32_only,) = tables_of(tmp_path, run(stages[:1]), run(peaks))
+    assert f32_only.cell("hidden", "numpy").share is None
+
+
+def test_sizes_ordered_by_train_step_flops_not_by_name(tmp_path):
+    data = run([bench("hidden", "numpy", 1e-3, size=s, shape=shape) for s, shape in SWEEP.items()])
+    _, tables = tables_of(tmp_path, data)
+    assert [t.size for t in tables] == ["sweep-64", "sweep-256", "sweep-1024"]
+    assert tables[0].step_flops == Problem(*SWEEP["sweep-64"]).flops("train_step")
+
+
+def test_tutorial_step_is_set_against_train_step(tmp_path):
+    merged, tables = tables_of(tmp_path, run([bench("train_step", "numpy", 1e-3), bench("tutorial_step", "numpy", 1.5e-3)]))
+    assert "time ratio (> 1: the tutorial's code is slower): numpy 1.50x." in report.render_markdown(merged, tables, [])
+
+
+def test_noisy_cells_are_marked(tmp_path):
+    merged, tables = tables_of(tmp_path, run([bench("relu", "numpy", 1e-5, iqr=3e-6)]))
+    assert "| relu | 10.0 µs † |" in report.render_markdown(merged, tables, [])
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.000139768, "140 µs"), (4e-3, "4.00 ms"), (1.05, "1.05 s"),
+                                               (5e-7, "500 ns"), (9.996e-4, "1.00 ms"), (12.3e-6, "12.3 µs")])
+def test_human_time(seconds, text):
+    assert report.human_time(seconds) == text
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def test_merge_keeps_the_later_file_and_says_so(tmp_path):
+    cpu = run([bench("hidden", "numpy", 2e-3), bench("relu", "numpy", 4e-6), bench("hidden", "torch-cpu", 1e-3)],
+              cpu="Laptop CPU")
+    gpu = run([bench("hidden", "numpy", 3e-3), bench("hidden", "torch-cuda", 1e-4)], cpu="Server CPU",
+              gpus=["NVIDIA Test GPU"])
+    merged, (table,) = tables_of(tmp_path, cpu, gpu)
+    assert table.backends == ("numpy", "torch-cpu", "torch-cuda")
+    kept = table.cell("hidden", "numpy").result
+    assert (kept.median, Path(kept.source.path).name) == (3e-3, "run1.json")
+    assert Path(table.cell("relu", "numpy").result.source.path).name == "run0.json"   # only in the first file
+    assert table.cell("hidden", "torch-cpu").speedup == pytest.approx(3.0)             # against the kept numpy time
+    assert [(old.median, new.median) for old, new in merged.replaced] == [(2e-3, 3e-3)]
+    text = report.render_markdown(merged, [table], [])
+    assert "run1.json` replaces `" in text and "run0.json` for numpy @ seed (1 result)" in text
+    assert "Laptop CPU" in text and "Server CPU (2 CPUs) + NVIDIA Test GPU" in text
+    assert "| torch-cuda | cuda:0 (NVIDIA Test GPU) |" in text
+    assert merged.notes == []
+
+
+def test_merge_notes_a_size_name_that_means_two_shapes(tmp_path):
+    other = run([bench("relu", "torch-cpu", 1e-5, shape=(8, 8, 8, 8))])
+    merged, _ = tables_of(tmp_path, run([bench("relu", "numpy", 1e-5)]), other)
+    (note,) = merged.notes
+    assert "size 'seed' is 64×1000×100×10 in" in note and "but 8×8×8×8 in" in note
+
+
+# --------------------------------------------------------------------------- crossover
+
+
+def test_crossover_at_the_smallest_size_from_which_the_gpu_stays_faster(tmp_path):
+    data = sweep_run({"sweep-64": 1e-3, "sweep-256": 1.1e-3, "sweep-1024": 2e-3},
+                     {"numpy": {"sweep-64": 1e-4, "sweep-256": 1e-3, "sweep-1024": 9e-3},
+                      "torch-cpu": {"sweep-64": 2e-4, "sweep-256": 9e-4, "sweep-1024": 8e-3}})
+    _, tables = tables_of(tmp_path, data)
+    (x,) = report.crossovers(tables)
+    assert (x.backend, x.at.size, x.at.cpu_backend, x.below.size) == ("torch-cuda", "sweep-1024", "torch-cpu", "sweep-256")
+    assert (x.at.gpu, x.at.cpu) == (2e-3, 8e-3)
+    lines = report._crossover_lines([x], tables)
+    assert any("torch-cuda overtakes the fastest CPU backend from sweep-1024" in line and "4.00x" in line for line in lines)
+
+
+def test_crossover_ignores_an_early_win_that_does_not_last(tmp_path):
+    data = sweep_run({"sweep-64": 1e-4, "sweep-256": 2e-3, "sweep-1024": 1e-3},
+                     {"numpy": {"sweep-64": 2e-4, "sweep-256": 1e-3, "sweep-1024": 9e-3}})
+    (x,) = report.crossovers(tables_of(tmp_path, data)[1])
+    assert (x.at.size, x.below.size) == ("sweep-1024", "sweep-256")
+
+
+def test_crossover_absent_or_from_the_smallest_size(tmp_path):
+    slower = sweep_run({s: 1.0 for s in SWEEP}, {"numpy": {s: 1e-3 for s in SWEEP}})
+    (never,) = report.crossovers(tables_of(tmp_path, slower)[1])
+    assert never.at is None and len(never.races) == 3
+    faster = sweep_run({s: 1e-6 for s in SWEEP}, {"numpy": {s: 1e-3 for s in SWEEP}})
+    (always,) = report.crossovers(tables_of(tmp_path, faster)[1])
+    assert (always.at.size, always.below) == ("sweep-64", None)
+    cpu_only = run([bench("train_step", "numpy", 1e-3)])
+    assert report.crossovers(tables_of(tmp_path, cpu_only)[1]) == []
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def full_run() -> tuple[dict, dict]:
+    """A CPU run and a GPU run over three sweep sizes, with peaks, tutorial steps and stages."""
+    cpu, gpu = [], []
+    for i, (size, shape) in enumerate(sorted(SWEEP.items(), key=lambda kv: kv[1])):
+        scale = 100.0**i  # the CPU's time grows with the work; the GPU's stays launch-bound until sweep-1024
+        for j, stage in enumerate((*STAGES, "train_step", "tutorial_step")):
+            t = scale * 1e-5 * (1 + j % 4)
+            cpu.append(bench(stage, "numpy", t, size=size, shape=shape))
+            cpu.append(bench(stage, "torch-cpu", 1.2 * t, size=size, shape=shape))
+            gpu.append(bench(stage, "torch-cuda", 2e-3 * (1 + j % 4) * (1 + scale / 1000), size=size, shape=shape))
+    cpu += [peak("peak_matmul", "numpy", 90.0), peak("peak_copy", "numpy", 12.0)]
+    gpu += [peak("peak_matmul", "torch-cuda", 50000.0), peak("peak_copy", "torch-cuda", 2000.0)]
+    return run(cpu, cpu="Test CPU 9000"), run(gpu, cpu="Test Xeon", gpus=["NVIDIA Test GPU"], datetime="2026-11-28T10:00:00")
+
+
+def test_command_writes_report_and_readable_figures(tmp_path, capsys):
+    cpu, gpu = full_run()
+    out = tmp_path / "out"
+    rc = report.main([write(tmp_path, "cpu.json", cpu), write(tmp_path, "gpu.json", gpu), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert (out / "report.md").read_text(encoding="utf-8") == captured.out
+    expected = ["stages-sweep-64.png", "stages-sweep-256.png", "stages-sweep-1024.png", "step-vs-size.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(expected)
+    for name in expected:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
+        assert f"![{name[:-4]}]({name})" in captured.out
+    assert "torch-cuda overtakes the fastest CPU backend from sweep-1024" in captured.out
+    assert "## sweep-64:" in captured.out and captured.out.index("## sweep-64:") < captured.out.index("## sweep-1024:")
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    (None, None, "no such file"),
+    ("bad.json", "{not json", "not pytest-benchmark JSON (invalid JSON at line 1"),
+    ("list.json", [1, 2], "not pytest-benchmark JSON (no 'benchmarks' list"),
+    ("other.json", {"results": []}, "not pytest-benchmark JSON (no 'benchmarks' list"),
+    ("empty.json", {"benchmarks": []}, "holds no benchmarks"),
+    ("plain.json", {"benchmarks": [{"name": "test_x", "stats": {"median": 1.0}, "extra_info": {}}]},
+     "none of its 1 benchmarks has extra_info with a stage and backend"),
+    ("nostats.json", {"benchmarks": [{"extra_info": {"stage": "relu", "backend": "numpy"}, "stats": {}}]},
+     "has a usable median time"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, name, content, message):
+    path = str(tmp_path / "missing.json") if name is None else write(tmp_path, name, content)
+    assert report.main([path, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err and path in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_baseline_backend_and_bad_usage_exit_2(tmp_path, capsys):
+    good = write(tmp_path, "good.json", run([bench("relu", "numpy", 1e-5)]))
+    assert report.main([good, "--baseline-backend", "nmupy", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --baseline-backend 'nmupy'") and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:
+        report.main([])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_module_runs_without_torch_and_fails_without_traceback(tmp_path):
+    code = ("import sys, runpy; sys.argv = ['perf.report', sys.argv[1]]\n"
+            "try:\n    runpy.run_module('perf.report', run_name='__main__')\n"
+            "finally:\n    assert 'torch' not in sys.modules, 'perf.report imported torch'")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nope.json")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: {tmp_path / 'nope.json'}: no such file\n"
+
+
+@pytest.mark.parametrize(("ratio", "text"), [(0.0052, "0.0052x"), (0.8, "0.80x"), (2, "2.00x"), (45.5, "45.5x"),
+                                             (150.2, "150x")])
+def test_format_speedup(ratio, text):
+    assert report.format_speedup(ratio) == text
+
+
+@pytest.mark.parametrize(("share", "text"), [(0.5, "50%"), (0.034, "3.4%"), (0.00001, "<0.01%")])
+def test_format_share(share, text):
+    assert report.format_share(share) == text
