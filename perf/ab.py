@@ -1,0 +1,373 @@
+"""Interleaved A/B: measure two git revisions on this machine, in this job, and decide per benchmark.
+
+    python -m perf.ab [--base REV] [--head REV] [--rounds R] [--threshold 10%] [--alpha 0.05]
+                      [--json PATH] [--markdown PATH] [--workdir DIR] [--seed S] [--repo DIR]
+                      [--head-pytest-args "..."] [--base-pytest-args "..."] [-- PYTEST ARGS...]
+
+The base revision (default: merge-base of HEAD and origin/main, else HEAD~1) is checked out
+beside the working tree with ``git worktree add --detach`` in a temporary directory; the head
+is the working tree as it is (uncommitted changes included) unless --head names a revision.
+Each of R rounds runs base and head in fresh ``python -m pytest perf`` processes, each in its
+own tree (so each side uses its own kernels and perf plugin), in an order balanced over the
+rounds and shuffled with --seed. Per benchmark and process, the median of the raw samples is
+kept; round i of base is paired with round i of head; ``gate.compare_paired`` + ``gate.holm``
+decide. Exit status: 0 pass, 1 at least one REGRESSED, 2 usage or environment error.
+
+Default R = 8: one process of the seed selection takes 15-30 s on 2 cores, so 16 processes
+stay within 10 minutes; with the paired t-test and Holm over 22 benchmarks, R = 8 detects a
+10% slowdown against a 5% threshold in >= 90% of simulated runs when a process median varies
+by 2% (tests/test_gate.py); Wilcoxon could not flag anything at that R (see gate.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from perf import gate
+
+DEFAULT_ROUNDS = 8
+DEFAULT_THRESHOLD = "10%"
+BASE, HEAD = "base", "head"
+TAIL_LINES = 15  # lines of a failing pytest's output shown
+
+
+class AbError(Exception):
+    """A usage or environment error: printed as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump; main() turns it into exit status 2
+        raise AbError(f"{message} (see python -m perf.ab --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m perf.ab", allow_abbrev=False,
+                description="Interleaved A/B benchmark of two git revisions with a statistical gate.",
+                epilog="Options this command does not know (and everything after --) go to pytest on both sides, "
+                       "e.g. -- --perf-backend numpy,torch-cpu --perf-size seed. Exit status: 0 pass, 1 regression, 2 error.")
+    p.add_argument("--base", metavar="REV", help="base revision (default: merge-base of HEAD and origin/main, else HEAD~1)")
+    p.add_argument("--head", metavar="REV", help="head revision (default: the working tree, uncommitted changes included)")
+    p.add_argument("--rounds", metavar="R", type=int, default=DEFAULT_ROUNDS,
+                   help=f"rounds of base+head (default {DEFAULT_ROUNDS})")
+    p.add_argument("--threshold", default=DEFAULT_THRESHOLD,
+                   help="smallest change that counts, e.g. 10%% or 0.1 (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.05, help="suite-wide false-alarm rate, Holm-controlled (default 0.05)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the round order (default 0)")
+    p.add_argument("--json", metavar="PATH", help="write the verdicts as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write the verdicts as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="keep each round's pytest-benchmark JSON here (default: a temporary directory, removed)")
+    p.add_argument("--repo", metavar="DIR", default=".", help="the git repository (default: the current directory)")
+    for side in (HEAD, BASE):
+        p.add_argument(f"--{side}-pytest-args", default="", metavar="ARGS",
+                       help=f"extra pytest args for {side} only, one string (write --{side}-pytest-args=...)")
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Our options, plus `pytest_args` (what follows '--' and any option we do not know),
+    `base_args`/`head_args` (split with shlex) and `threshold` parsed to a fraction."""
+    argv = list(argv)
+    tail = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
+    opts, unknown = build_parser().parse_known_args(argv)
+    opts.pytest_args = unknown + tail
+    try:
+        opts.threshold = gate.parse_threshold(opts.threshold)
+    except gate.GateError as e:
+        raise AbError(str(e)) from None
+    if opts.rounds < gate.MIN_SAMPLES:
+        raise AbError(f"--rounds {opts.rounds}: expected an integer >= {gate.MIN_SAMPLES} "
+                      "(fewer rounds cannot decide anything)")
+    for name in ("alpha", "confidence"):
+        if not 0 < getattr(opts, name) < 1:
+            raise AbError(f"--{name} {getattr(opts, name)}: expected a number strictly between 0 and 1")
+    try:
+        opts.base_args = shlex.split(opts.base_pytest_args)
+        opts.head_args = shlex.split(opts.head_pytest_args)
+    except ValueError as e:
+        raise AbError(f"--base-pytest-args/--head-pytest-args: {e}") from None
+    for name in ("base", "head"):
+        rev = getattr(opts, name)
+        if rev is not None and (not rev or rev.startswith("-")):
+            raise AbError(f"--{name} {rev!r}: expected a git revision")
+    return opts
+
+
+# --------------------------------------------------------------------------- rounds and results
+
+
+def round_orders(rounds: int, seed: int) -> list[tuple[str, str]]:
+    """Which side runs first in each round: base-first and head-first balanced (R/2 each, the
+    odd one out decided by the seed), shuffled with `seed`, so that drift cancels on average."""
+    rng = random.Random(seed)
+    first_base = rounds // 2 + (rounds % 2 if rng.random() < 0.5 else 0)
+    orders = [(BASE, HEAD)] * first_base + [(HEAD, BASE)] * (rounds - first_base)
+    rng.shuffle(orders)
+    return orders
+
+
+def read_round(path: str | os.PathLike) -> dict[str, float]:
+    """{fullname: median of stats["data"]} from one pytest-benchmark JSON file, in file order;
+    benchmarks without raw data (disabled, errored) are left out."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        benchmarks = doc["benchmarks"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AbError(f"cannot read pytest-benchmark JSON {path}: {e}") from None
+    result = {}
+    for bench in benchmarks:
+        data = sorted(float(x) for x in (bench.get("stats") or {}).get("data") or [])
+        if data:
+            mid = len(data) // 2
+            result[bench["fullname"]] = data[mid] if len(data) % 2 else (data[mid - 1] + data[mid]) / 2
+    return result
+
+
+def pair_rounds(base_rounds: Sequence[dict[str, float]], head_rounds: Sequence[dict[str, float]]):
+    """Pair round i of base with round i of head, per benchmark.
+
+    Returns (paired, only_base, only_head): paired maps a name to (base values, head values) over
+    the rounds where both sides have it; only_base / only_head map names one side never
+    measured to that side's values. Names keep their first-seen order (base first).
+    """
+    names: dict[str, None] = {}
+    for r in (*base_rounds, *head_rounds):
+        names.update(dict.fromkeys(r))
+    in_base = {n for r in base_rounds for n in r}
+    in_head = {n for r in head_rounds for n in r}
+    paired, only_base, only_head = {}, {}, {}
+    for name in names:
+        if name in in_base and name in in_head:
+            pairs = [(b[name], h[name]) for b, h in zip(base_rounds, head_rounds) if name in b and name in h]
+            paired[name] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        elif name in in_base:
+            only_base[name] = [r[name] for r in base_rounds if name in r]
+        else:
+            only_head[name] = [r[name] for r in head_rounds if name in r]
+    return paired, only_base, only_head
+
+
+def decide(base_rounds, head_rounds, threshold: float, alpha: float = 0.05, confidence: float = 0.95) -> list[gate.Comparison]:
+    """Paired verdicts with Holm over all paired benchmarks; NEW and MISSING rows for the rest."""
+    paired, only_base, only_head = pair_rounds(base_rounds, head_rounds)
+    comps = [gate.compare_paired(n, b, h, threshold, alpha=alpha, confidence=confidence) for n, (b, h) in paired.items()]
+    comps = gate.holm(comps, alpha)
+    comps += [gate.missing_benchmark(n, v, threshold) for n, v in only_base.items()]
+    comps += [gate.new_benchmark(n, v, threshold) for n, v in only_head.items()]
+    return comps
+
+
+def exit_status(comparisons: Sequence[gate.Comparison]) -> int:
+    """0 when nothing REGRESSED, else 1."""
+    return 0 if gate.passed(comparisons) else 1
+
+
+def pytest_command(tree: str | os.PathLike, json_path: str | os.PathLike, args: Sequence[str]) -> list[str]:
+    """The child command for one side and round (run with cwd=tree). `perf` is selected unless
+    the args already name paths under perf; --rootdir keeps node ids equal on both sides."""
+    selects_paths = any(a == "perf" or a.startswith(("perf/", "perf::")) for a in args)
+    return [sys.executable, "-m", "pytest", *([] if selects_paths else ["perf"]), "-q", "-p", "no:cacheprovider",
+            f"--benchmark-json={json_path}", f"--rootdir={tree}", *args]
+
+
+# --------------------------------------------------------------------------- git and processes (thin)
+
+
+def git(repo: str | os.PathLike, *args: str) -> str:
+    """Run git in `repo`; its stdout stripped; AbError with git's last line on failure."""
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise AbError("git not found on PATH") from None
+    if proc.returncode:
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise AbError(f"git {' '.join(args)}: {last}")
+    return proc.stdout.strip()
+
+
+def toplevel(path: str | os.PathLike) -> Path:
+    if not Path(path).is_dir():
+        raise AbError(f"not a directory: {path}")
+    try:
+        return Path(git(path, "rev-parse", "--show-toplevel"))
+    except AbError:
+        raise AbError(f"not a git repository: {Path(path).resolve()}") from None
+
+
+def resolve(repo, rev: str) -> str:
+    """The commit a revision names, or AbError('unknown revision ...')."""
+    try:
+        return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except AbError:
+        raise AbError(f"unknown revision {rev!r} in {repo}") from None
+
+
+def default_base(repo) -> str:
+    """merge-base of HEAD and origin/main when origin/main exists, else HEAD~1."""
+    try:
+        git(repo, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/main")
+    except AbError:
+        pass
+    else:
+        try:
+            return git(repo, "merge-base", "HEAD", "origin/main")
+        except AbError:
+            pass
+    try:
+        return resolve(repo, "HEAD~1")
+    except AbError:
+        raise AbError("no default base: no origin/main and no HEAD~1; pass --base REV") from None
+
+
+def add_worktree(repo, sha: str, dest: Path) -> Path:
+    git(repo, "worktree", "add", "--detach", "--quiet", str(dest), sha)
+    return dest
+
+
+def remove_worktree(repo, dest: Path) -> None:
+    """Best effort: a failure here must not hide the run's own outcome."""
+    try:
+        git(repo, "worktree", "remove", "--force", str(dest))
+    except AbError:
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            git(repo, "worktree", "prune")
+        except AbError:
+            pass
+
+
+def run_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], rev_label: str) -> float:
+    """Run one side's pytest; its wall time. AbError naming the side with pytest's last lines."""
+    env = dict(os.environ, PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd))
+    cmd = pytest_command(tree, json_path, args)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0 or not json_path.exists():
+        tail = "\n".join(proc.stdout.rstrip().splitlines()[-TAIL_LINES:])
+        raise AbError(f"pytest failed on {side} ({rev_label}, round {rnd}, exit status {proc.returncode}); "
+                      f"command: {shlex.join(cmd)}\n{tail}")
+    return wall
+
+
+def machine() -> str:
+    return f"{platform.node()}, {platform.platform()}, {platform.python_implementation()} {platform.python_version()}, " \
+           f"{os.cpu_count()} CPUs"
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run(opts: argparse.Namespace) -> int:
+    repo = toplevel(opts.repo)
+    base_rev = opts.base if opts.base is not None else default_base(repo)
+    base_sha = resolve(repo, base_rev)
+    head_sha = resolve(repo, opts.head) if opts.head is not None else None
+    if head_sha is None:
+        dirty = ", uncommitted changes" if git(repo, "status", "--porcelain") else ""
+        head_label = f"working tree (HEAD {git(repo, 'rev-parse', '--short', 'HEAD')}{dirty})"
+    else:
+        head_label = f"{head_sha[:12]} ({opts.head})"
+    base_label = f"{base_sha[:12]} ({opts.base if opts.base is not None else 'default: ' + base_rev[:12]})"
+    orders = round_orders(opts.rounds, opts.seed)
+    log = lambda msg: print(f"perf.ab: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+
+    with tempfile.TemporaryDirectory(prefix="perf-ab-") as tmp:
+        tmp = Path(tmp)
+        json_dir = Path(opts.workdir) if opts.workdir else tmp
+        json_dir.mkdir(parents=True, exist_ok=True)
+        worktrees = []
+        try:
+            trees = {}
+            trees[BASE] = add_worktree(repo, base_sha, tmp / "base")
+            worktrees.append(trees[BASE])
+            if head_sha is not None:
+                trees[HEAD] = add_worktree(repo, head_sha, tmp / "head")
+                worktrees.append(trees[HEAD])
+            else:
+                trees[HEAD] = repo
+            labels = {BASE: base_label, HEAD: head_label}
+            side_args = {BASE: [*opts.pytest_args, *opts.base_args], HEAD: [*opts.pytest_args, *opts.head_args]}
+            log(f"base {base_label}; head {head_label}; {opts.rounds} rounds")
+            results = {BASE: [], HEAD: []}
+            for rnd, order in enumerate(orders, 1):
+                walls = []
+                for side in order:
+                    path = json_dir / f"round-{rnd:02d}-{side}.json"
+                    path.unlink(missing_ok=True)
+                    wall = run_side(side, rnd, trees[side], path, side_args[side], labels[side])
+                    results[side].append(read_round(path))
+                    walls.append(f"{side} {wall:.1f} s")
+                log(f"round {rnd}/{opts.rounds}: {', '.join(walls)}")
+        finally:
+            for tree in worktrees:
+                remove_worktree(repo, tree)
+
+    if not any(results[BASE]) and not any(results[HEAD]):
+        raise AbError("no benchmark results on either side "
+                      "(nothing selected, or benchmarks disabled by -n or --benchmark-disable?)")
+    comps = decide(results[BASE], results[HEAD], opts.threshold, opts.alpha, opts.confidence)
+    meta = {
+        "title": "Performance A/B",
+        "mode": "A/B, interleaved rounds in fresh processes, paired t-test on log ratios of per-process medians",
+        "base": base_label,
+        "head": head_label,
+        "rounds": opts.rounds,
+        "order": [f"{a[0].upper()}{b[0].upper()}" for a, b in orders],
+        "order seed": opts.seed,
+        "threshold": f"{opts.threshold * 100:.3g}% (raised where a benchmark's baseline noise floor is higher)",
+        "alpha": opts.alpha,
+        "correction": f"Holm over {gate.tested_count(comps)} comparisons",
+        "confidence": opts.confidence,
+        "pytest args": shlex.join(opts.pytest_args) or "(none)",
+        "machine": machine(),
+    }
+    if opts.base_args or opts.head_args:
+        meta["pytest args, one side"] = f"base: {shlex.join(opts.base_args) or '-'}; head: {shlex.join(opts.head_args) or '-'}"
+    print(gate.to_text(comps, meta), end="")
+    try:
+        if opts.json:
+            doc = gate.to_json(comps, meta)
+            doc["rounds"] = {side: results[side] for side in (BASE, HEAD)}
+            Path(opts.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        if opts.markdown:
+            Path(opts.markdown).write_text(gate.to_markdown(comps, meta), encoding="utf-8")
+    except OSError as e:
+        raise AbError(f"cannot write the report: {e}") from None
+    return exit_status(comps)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 pass, 1 regression, 2 usage or environment error (one line, no traceback)."""
+    try:
+        return run(parse_args(sys.argv[1:] if argv is None else argv))
+    except AbError as e:
+        print(f"perf.ab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("perf.ab: interrupted (worktrees removed)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

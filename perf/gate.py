@@ -1,0 +1,508 @@
+"""Statistical verdicts on timing samples: is a benchmark slower, faster, unchanged, or unclear?
+
+Pure functions of samples (seconds per call): no torch, no pytest. Two modes share one rule.
+
+* Saved baseline (``compare_unpaired``): the raw per-round samples of a saved run against the
+  current run. Change = ratio of medians, with a percentile-bootstrap confidence interval;
+  test = Mann-Whitney U (two-sided). ``tests=m`` applies Bonferroni (alpha/m), so each benchmark
+  can be decided alone; ``holm`` over the whole set is uniformly more powerful.
+* A/B (``compare_paired``): one median per fresh process, R rounds of base and head interleaved,
+  paired by round. Change = geometric mean of the per-round ratios; test = paired t-test on the
+  log ratios, with its t interval; ``holm`` then controls the suite-wide false-alarm rate.
+
+The rule (``classify``): REGRESSED only when the change is significant AND its whole interval
+lies past the threshold (ci_low > 1 + t); IMPROVED symmetrically (ci_high < 1 / (1 + t));
+INCONCLUSIVE when the estimate is past a threshold but not both hold; UNCHANGED otherwise.
+The threshold used is never below the baseline's own noise floor (``effective_threshold``).
+
+Bad input never raises here except for bad parameters (``GateError``): non-finite or
+non-positive samples are dropped with a note, fewer than ``MIN_SAMPLES`` valid samples on a side
+give INCONCLUSIVE with a note, never REGRESSED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
+INCONCLUSIVE, NEW, MISSING = "inconclusive", "new", "missing"
+VERDICTS = (REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE, NEW, MISSING)
+# Rows are listed worst first: what needs a look comes before what does not.
+_ROW_ORDER = {REGRESSED: 0, INCONCLUSIVE: 1, IMPROVED: 2, MISSING: 3, NEW: 4, UNCHANGED: 5}
+
+MIN_SAMPLES = 3  # valid samples (A/B: valid pairs) needed on each side to decide anything
+BOOTSTRAP_RESAMPLES = 2000
+_DIRECT_BOOTSTRAP_MAX_N = 1000  # above this, bootstrap medians are drawn as order statistics
+
+_ACCEPTED = "a percentage such as '10%' or a fraction such as 0.1 (finite, >= 0)"
+
+
+class GateError(ValueError):
+    """Bad user input to the gate (a threshold, alpha, confidence); the message is one line."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on one benchmark; ratios are current / baseline (> 1 means slower)."""
+
+    name: str
+    verdict: str
+    threshold: float  # the effective threshold, a fraction (0.1 = 10%)
+    baseline_median: float | None = None
+    current_median: float | None = None
+    ratio: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    n_baseline: int = 0
+    n_current: int = 0
+    note: str = ""
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def parse_threshold(text: str | float) -> float:
+    """'10%' -> 0.10, '0.1' or 0.1 -> 0.10; GateError (one line) on anything else.
+
+    A number passed as a number is a fraction (1.5 = 150%). A bare number in a string must be a
+    fraction below 1: '10' is refused as ambiguous (10% or 1000%?).
+    """
+    if isinstance(text, bool):
+        raise GateError(f"invalid threshold {text!r}: expected {_ACCEPTED}")
+    if isinstance(text, numbers.Real):
+        value, percent, shown = float(text), False, repr(text)
+    elif isinstance(text, str):
+        shown = repr(text)
+        match = re.fullmatch(r"\s*([^%\s]+)\s*(%?)\s*", text)
+        if not match:
+            raise GateError(f"invalid threshold {shown}: expected {_ACCEPTED}")
+        try:
+            value = float(match.group(1))
+        except ValueError:
+            raise GateError(f"invalid threshold {shown}: expected {_ACCEPTED}") from None
+        percent = bool(match.group(2))
+    else:
+        raise GateError(f"invalid threshold {text!r}: expected {_ACCEPTED}")
+    if not math.isfinite(value) or value < 0:
+        raise GateError(f"invalid threshold {shown}: expected {_ACCEPTED}")
+    if percent:
+        return value / 100.0
+    if value >= 1 and isinstance(text, str):
+        raise GateError(f"ambiguous threshold {shown}: write '{value:g}%' for a percentage, or a fraction below 1 such as 0.1")
+    return value
+
+
+def _check_probability(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise GateError(f"invalid {name} {value!r}: expected a number strictly between 0 and 1")
+    return float(value)
+
+
+def _as_threshold(threshold: str | float) -> float:
+    # Accept what parse_threshold accepts, so a caller may pass the ini/marker value as is.
+    return parse_threshold(threshold)
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _clean(samples: Sequence[float]) -> tuple[np.ndarray, int]:
+    """The finite, positive samples as float64, and how many were dropped."""
+    x = np.asarray(list(samples) if not isinstance(samples, np.ndarray) else samples, dtype=float).ravel()
+    ok = np.isfinite(x) & (x > 0)
+    return x[ok], int(x.size - ok.sum())
+
+
+def noise_floor(samples: Sequence[float]) -> float:
+    """Half the relative interquartile range of the samples: (Q3 - Q1) / (2 * median).
+
+    The 'probable error' of one sample: half of the baseline's own samples lie further than
+    this from its median, so a change smaller than it cannot be told from the baseline's own
+    spread. For normal noise it is 0.674 sigma / median. Only finite positive samples count;
+    fewer than MIN_SAMPLES of them give 0.0 (not estimable; such comparisons are INCONCLUSIVE).
+    """
+    x, _ = _clean(samples)
+    if x.size < MIN_SAMPLES:
+        return 0.0
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return float((q3 - q1) / (2 * med))
+
+
+def effective_threshold(threshold: float, baseline: Sequence[float]) -> float:
+    """The threshold actually applied: max(threshold, noise_floor(baseline))."""
+    return max(_as_threshold(threshold), noise_floor(baseline))
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+def classify(ratio, ci_low, ci_high, p, threshold, alpha) -> str:
+    """REGRESSED / IMPROVED / INCONCLUSIVE / UNCHANGED from an estimate, its interval and p.
+
+    REGRESSED: p < alpha and ci_low > 1 + threshold. IMPROVED: p < alpha and
+    ci_high < 1 / (1 + threshold). INCONCLUSIVE: the estimate is past either threshold but not
+    both conditions hold (or nothing could be estimated). UNCHANGED otherwise.
+    """
+    if ratio is None or not math.isfinite(ratio):
+        return INCONCLUSIVE
+    up, down = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    significant = p is not None and math.isfinite(p) and p < alpha
+    if significant and ci_low is not None and ci_low > up:
+        return REGRESSED
+    if significant and ci_high is not None and ci_high < down:
+        return IMPROVED
+    if ratio > up or ratio < down:
+        return INCONCLUSIVE
+    return UNCHANGED
+
+
+def _threshold_note(threshold: float, effective: float) -> str:
+    if effective > threshold:
+        return f"threshold raised from {_pct(threshold)} to the baseline noise floor {_pct(effective)}"
+    return ""
+
+
+def _dropped_note(side: str, dropped: int, total: int) -> str:
+    return f"dropped {dropped} of {total} {side} samples (NaN, inf or <= 0)" if dropped else ""
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _finite(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------- saved baseline
+
+
+def _bootstrap_medians(x: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of `resamples` bootstrap resamples of x.
+
+    Small samples are resampled directly. Above _DIRECT_BOOTSTRAP_MAX_N (pytest-benchmark can
+    keep 10^5 rounds) the bootstrap median is drawn exactly as an order statistic: the
+    ceil(n/2)-th smallest of a resample is <= x_(k) iff Binomial(n, k/n) >= ceil(n/2). That is
+    the lower median; for n > 1000 it differs from the mean of the two middle values by less
+    than one step between neighbouring order statistics.
+    """
+    n = x.size
+    if n <= _DIRECT_BOOTSTRAP_MAX_N:
+        return np.median(x[rng.integers(0, n, size=(resamples, n))], axis=1)
+    xs = np.sort(x)
+    h = (n + 1) // 2
+    cdf = stats.binom.sf(h - 1, n, np.arange(1, n + 1) / n)
+    cdf[-1] = 1.0
+    return xs[np.minimum(np.searchsorted(cdf, rng.random(resamples), side="left"), n - 1)]
+
+
+def compare_unpaired(name, baseline, current, threshold, *, alpha=0.05, tests=1, confidence=0.95, seed=0) -> Comparison:
+    """Current samples against a saved baseline's samples (independent runs).
+
+    ratio = median(current) / median(baseline); interval = percentile bootstrap of that ratio
+    (each side resampled, seeded); p = two-sided Mann-Whitney U. The verdict uses alpha/tests
+    (Bonferroni over `tests` simultaneous comparisons); p_adjusted = min(1, p * tests).
+    """
+    alpha = _check_probability("alpha", alpha)
+    confidence = _check_probability("confidence", confidence)
+    if isinstance(tests, bool) or not isinstance(tests, numbers.Integral) or tests < 1:
+        raise GateError(f"invalid tests {tests!r}: expected the number of comparisons, an integer >= 1")
+    threshold = _as_threshold(threshold)
+    b, b_dropped = _clean(baseline)
+    c, c_dropped = _clean(current)
+    effective = max(threshold, noise_floor(b))
+    notes = [_dropped_note("baseline", b_dropped, b.size + b_dropped), _dropped_note("current", c_dropped, c.size + c_dropped),
+             _threshold_note(threshold, effective)]
+    mb = float(np.median(b)) if b.size else None
+    mc = float(np.median(c)) if c.size else None
+    ratio = mc / mb if mb and mc else None
+    base = dict(name=name, threshold=effective, baseline_median=mb, current_median=mc, ratio=ratio,
+                n_baseline=int(b.size), n_current=int(c.size))
+    if b.size < MIN_SAMPLES or c.size < MIN_SAMPLES:
+        note = f"too few valid samples ({b.size} baseline, {c.size} current; need >= {MIN_SAMPLES} each)"
+        return Comparison(verdict=INCONCLUSIVE, note=_join(note, *notes), **base)
+
+    if np.ptp(b) == 0 and np.ptp(c) == 0:
+        if mb == mc:  # ties everywhere: nothing changed
+            p, low, high = 1.0, 1.0, 1.0
+        else:
+            p, low, high = 0.0, ratio, ratio
+            notes.append("zero variance on both sides: decided on the ratio")
+    else:
+        p = _finite(stats.mannwhitneyu(c, b, alternative="two-sided").pvalue)
+        p = 1.0 if p is None else p
+        rng = np.random.default_rng(seed)
+        log_ratios = np.log(_bootstrap_medians(c, BOOTSTRAP_RESAMPLES, rng) / _bootstrap_medians(b, BOOTSTRAP_RESAMPLES, rng))
+        tail = (1 - confidence) / 2 * 100
+        low, high = (float(v) for v in np.exp(np.percentile(log_ratios, [tail, 100 - tail])))
+    p_adjusted = min(1.0, p * int(tests))
+    verdict = classify(ratio, low, high, p_adjusted, effective, alpha)
+    return Comparison(verdict=verdict, ci_low=low, ci_high=high, p_value=p, p_adjusted=p_adjusted, note=_join(*notes), **base)
+
+
+# --------------------------------------------------------------------------- A/B, paired
+
+
+def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence=0.95, seed=0) -> Comparison:
+    """Round i of base against round i of head (one median per fresh process and side).
+
+    Test: paired t-test on d_i = log(current_i / baseline_i); ratio = exp(mean d), the geometric
+    mean of the per-round ratios; interval = exp(mean d +- t_{df, (1+confidence)/2} * se).
+    Threshold: raised to the noise floor of baseline_i / sqrt(baseline_i * current_i), the
+    baseline relative to its round's level (drift cancelled, as in the test itself).
+    Why t and not Wilcoxon signed-rank: with the few rounds a CI job can afford, Wilcoxon's
+    p-values are discrete with a floor of 2 / 2**R (R=8: 0.0078), above Holm's first cut-off
+    alpha/m (0.05/22 = 0.0023), so nothing could ever be flagged; the t-test's p is continuous.
+    Timing noise is multiplicative, so log ratios are close to normal, where the t-test is
+    exact; an outlier round inflates the variance and costs power, never a false alarm.
+    p_adjusted is left None (``holm`` fills it); `seed` is unused (no resampling), kept so both
+    compare functions take the same arguments.
+    """
+    del seed
+    alpha = _check_probability("alpha", alpha)
+    confidence = _check_probability("confidence", confidence)
+    threshold = _as_threshold(threshold)
+    b = np.asarray(list(baseline) if not isinstance(baseline, np.ndarray) else baseline, dtype=float).ravel()
+    c = np.asarray(list(current) if not isinstance(current, np.ndarray) else current, dtype=float).ravel()
+    notes = []
+    if b.size != c.size:
+        notes.append(f"unequal round counts ({b.size} baseline, {c.size} current): paired the first {min(b.size, c.size)}")
+    n = min(b.size, c.size)
+    b, c = b[:n], c[:n]
+    ok = np.isfinite(b) & np.isfinite(c) & (b > 0) & (c > 0)
+    if not ok.all():
+        notes.append(f"dropped {int(n - ok.sum())} of {n} pairs (NaN, inf or <= 0)")
+    b, c = b[ok], c[ok]
+    # The baseline's noise floor, measured relative to each round's level (the geometric mean of
+    # the round's two medians): drift shared by both sides of a round, which pairing cancels,
+    # must not raise the threshold and give back what interleaving bought.
+    effective = max(threshold, noise_floor(b / np.sqrt(b * c)))
+    notes.append(_threshold_note(threshold, effective))
+    mb = float(np.median(b)) if b.size else None
+    mc = float(np.median(c)) if c.size else None
+    base = dict(name=name, threshold=effective, baseline_median=mb, current_median=mc,
+                n_baseline=int(b.size), n_current=int(c.size))
+    if b.size < MIN_SAMPLES:
+        note = f"too few valid pairs ({b.size}; need >= {MIN_SAMPLES})"
+        ratio = mc / mb if mb and mc else None
+        return Comparison(verdict=INCONCLUSIVE, ratio=ratio, note=_join(note, *notes), **base)
+
+    d = np.log(c) - np.log(b)
+    mean = float(np.mean(d))
+    ratio = math.exp(mean)
+    if np.ptp(d) == 0:
+        if mean == 0:  # identical rounds: nothing changed
+            p, low, high = 1.0, 1.0, 1.0
+        else:
+            p, low, high = 0.0, ratio, ratio
+            notes.append("zero variance of the round ratios: decided on the ratio")
+    else:
+        df = d.size - 1
+        se = float(np.std(d, ddof=1)) / math.sqrt(d.size)
+        p = float(2 * stats.t.sf(abs(mean) / se, df))
+        half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
+        low, high = math.exp(mean - half), math.exp(mean + half)
+    verdict = classify(ratio, low, high, p, effective, alpha)
+    return Comparison(verdict=verdict, ratio=ratio, ci_low=low, ci_high=high, p_value=p, note=_join(*notes), **base)
+
+
+# --------------------------------------------------------------------------- rows without a partner
+
+
+def new_benchmark(name, current, threshold) -> Comparison:
+    """A benchmark measured now that the baseline lacks (NEW)."""
+    c, _ = _clean(current)
+    return Comparison(name=name, verdict=NEW, threshold=_as_threshold(threshold),
+                      current_median=float(np.median(c)) if c.size else None, n_current=int(c.size),
+                      note="not in the baseline")
+
+
+def missing_benchmark(name, baseline, threshold) -> Comparison:
+    """A benchmark of the baseline that was not measured now (MISSING)."""
+    b, _ = _clean(baseline)
+    return Comparison(name=name, verdict=MISSING, threshold=_as_threshold(threshold),
+                      baseline_median=float(np.median(b)) if b.size else None, n_baseline=int(b.size),
+                      note="in the baseline, not measured now (removed, renamed or deselected?)")
+
+
+# --------------------------------------------------------------------------- many comparisons
+
+
+def _testable(c: Comparison) -> bool:
+    return c.verdict not in (NEW, MISSING) and c.p_value is not None and c.ratio is not None
+
+
+def holm(comparisons: Sequence[Comparison], alpha=0.05) -> list[Comparison]:
+    """Holm step-down adjusted p-values over every comparison that has a p-value, and the final
+    verdicts at `alpha` (controls the chance of any false alarm in the set at alpha).
+
+    NEW, MISSING and comparisons without a p-value (too few samples) are returned unchanged and
+    do not count in m. Order is preserved.
+    """
+    alpha = _check_probability("alpha", alpha)
+    out = list(comparisons)
+    idx = sorted((i for i, c in enumerate(out) if _testable(c)), key=lambda i: out[i].p_value)
+    m, running = len(idx), 0.0
+    for rank, i in enumerate(idx):
+        c = out[i]
+        running = max(running, min(1.0, (m - rank) * c.p_value))
+        verdict = classify(c.ratio, c.ci_low, c.ci_high, running, c.threshold, alpha)
+        out[i] = dataclasses.replace(c, p_adjusted=running, verdict=verdict)
+    return out
+
+
+def tested_count(comparisons: Sequence[Comparison]) -> int:
+    """m: how many comparisons have a p-value (what Holm or Bonferroni divides alpha by)."""
+    return sum(1 for c in comparisons if _testable(c))
+
+
+def counts(comparisons: Sequence[Comparison]) -> dict[str, int]:
+    """Number of comparisons per verdict, every verdict present (zeros included)."""
+    result = dict.fromkeys(VERDICTS, 0)
+    for c in comparisons:
+        result[c.verdict] = result.get(c.verdict, 0) + 1
+    return result
+
+
+def passed(comparisons: Sequence[Comparison]) -> bool:
+    """True when nothing REGRESSED."""
+    return not any(c.verdict == REGRESSED for c in comparisons)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.3g}%"
+
+
+def _change(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{(ratio - 1) * 100:+.1f}%"
+
+
+def _change_with_interval(c: Comparison) -> str:
+    if c.ratio is None:
+        return "-"
+    if c.ci_low is None or c.ci_high is None:
+        return _change(c.ratio)
+    return f"{_change(c.ratio)} [{_change(c.ci_low)}, {_change(c.ci_high)}]"
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _sorted_rows(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    return sorted(comparisons, key=lambda c: (_ROW_ORDER.get(c.verdict, 9), c.name))
+
+
+def summary_line(comparisons: Sequence[Comparison]) -> str:
+    """'FAIL: 1 regressed, 0 improved, ... (22 benchmarks)' or 'PASS: ...'."""
+    n = counts(comparisons)
+    body = ", ".join(f"{n[v]} {v}" for v in VERDICTS)
+    return f"{'PASS' if passed(comparisons) else 'FAIL'}: {body} ({len(comparisons)} benchmarks)"
+
+
+def _meta_items(meta: Mapping) -> list[tuple[str, str]]:
+    items = []
+    for key, value in meta.items():
+        if str(key).startswith("_") or key == "title" or isinstance(value, Mapping):
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        items.append((str(key), str(value)))
+    return items
+
+
+def _interval_label(meta: Mapping) -> str:
+    conf = meta.get("confidence")
+    return f"{float(conf) * 100:.3g}% CI" if isinstance(conf, (int, float)) else "CI"
+
+
+_COLUMNS = ("benchmark", "baseline", "current", "change [{ci}]", "p", "p adj.", "threshold", "verdict")
+
+
+def _cells(c: Comparison) -> list[str]:
+    return [c.name, _time(c.baseline_median), _time(c.current_median), _change_with_interval(c),
+            _p(c.p_value), _p(c.p_adjusted), _pct(c.threshold), c.verdict]
+
+
+def to_json(comparisons: Sequence[Comparison], meta: dict) -> dict:
+    """A JSON-ready dict: meta, summary (counts, pass/fail) and one record per comparison."""
+    return {
+        "meta": dict(meta),
+        "summary": {"passed": passed(comparisons), "counts": counts(comparisons), "total": len(comparisons),
+                    "line": summary_line(comparisons)},
+        "comparisons": [dataclasses.asdict(c) for c in comparisons],
+    }
+
+
+def to_text(comparisons: Sequence[Comparison], meta: dict) -> str:
+    """A plain-text report: meta header, aligned table (worst first), notes, summary line."""
+    lines = [str(meta.get("title", "Performance comparison"))]
+    lines += [f"  {k}: {v}" for k, v in _meta_items(meta)]
+    header = [h.format(ci=_interval_label(meta)) for h in _COLUMNS]
+    rows = [_cells(c) for c in _sorted_rows(comparisons)]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    right = {1, 2, 3, 4, 5, 6}
+
+    def fmt(row):
+        cells = (cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        return "  ".join(cells).rstrip()
+
+    lines += ["", fmt(header), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in rows]
+    notes = [f"  {c.name}: {c.note}" for c in _sorted_rows(comparisons) if c.note]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    lines += ["", summary_line(comparisons)]
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    # GFM splits table cells on '|' even inside code spans; '\|' is the one escape honoured there.
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(comparisons: Sequence[Comparison], meta: dict) -> str:
+    """GitHub-flavoured Markdown for a CI job summary: heading with the outcome, meta list,
+    summary, table (worst first; regressions and improvements in bold), notes."""
+    n = counts(comparisons)
+    outcome = "PASS" if passed(comparisons) else f"FAIL ({n[REGRESSED]} regressed)"
+    lines = [f"### {_md_escape(str(meta.get('title', 'Performance comparison')))}: {outcome}", ""]
+    lines += [f"- **{_md_escape(k)}:** {_md_escape(v)}" for k, v in _meta_items(meta)]
+    lines += ["", f"**{summary_line(comparisons)}**", ""]
+    header = [h.format(ci=_interval_label(meta)) for h in _COLUMNS]
+    header = [h if h.startswith("p") else h[0].upper() + h[1:] for h in header]
+    lines += ["| " + " | ".join(header) + " |", "|:---|---:|---:|---:|---:|---:|---:|:---|"]
+    for c in _sorted_rows(comparisons):
+        cells = _cells(c)
+        cells[0] = f"`{_md_escape(cells[0])}`"
+        if c.verdict in (REGRESSED, IMPROVED):
+            cells[-1] = f"**{cells[-1]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- `{_md_escape(c.name)}`: {_md_escape(c.note)}" for c in _sorted_rows(comparisons) if c.note]
+    if notes:
+        lines += ["", f"<details><summary>Notes ({len(notes)})</summary>", "", *notes, "", "</details>"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,237 @@
+"""The A/B command: its small functions on constructed data, then end to end on a temporary git
+repository whose perf/ is a tiny fake suite (plain pytest-benchmark, busy loops)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from perf import ab, gate
+from perf.ab import BASE, HEAD, AbError
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--", "--benchmark-max-time=0.01", "--benchmark-min-rounds=5"]
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def test_parse_args_defaults_and_pytest_pass_through():
+    opts = ab.parse_args(["--rounds", "5", "--perf-size", "seed", "--", "--perf-backend", "numpy,torch-cpu", "-k", "relu"])
+    assert opts.rounds == 5 and opts.threshold == pytest.approx(0.10) and opts.alpha == 0.05
+    assert opts.base is None and opts.head is None
+    assert opts.pytest_args == ["--perf-size", "seed", "--perf-backend", "numpy,torch-cpu", "-k", "relu"]
+    assert ab.parse_args([]).rounds == ab.DEFAULT_ROUNDS
+
+
+def test_parse_args_one_side_args_and_threshold():
+    opts = ab.parse_args(["--threshold", "5%", "--head-pytest-args=-p slowdown --slow 1.1", "--base", "main"])
+    assert opts.threshold == pytest.approx(0.05) and opts.base == "main"
+    assert opts.head_args == ["-p", "slowdown", "--slow", "1.1"] and opts.base_args == []
+
+
+def test_help_lists_the_options_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as info:
+        ab.parse_args(["--help"])
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(opt in out for opt in ("--base", "--head", "--rounds", "--threshold", "--head-pytest-args", "(default 10%)"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threshold", "lots"], "invalid threshold 'lots'"),
+    (["--rounds", "2"], "--rounds 2: expected an integer >= 3"),
+    (["--rounds", "many"], "invalid int value"),
+    (["--alpha", "0"], "--alpha 0.0"),
+    (["--base=-x"], "expected a git revision"),
+    (["--head-pytest-args=\"unclosed"], "--head-pytest-args"),
+])
+def test_parse_args_errors_are_one_line(argv, message):
+    with pytest.raises(AbError, match=message) as info:
+        ab.parse_args(argv)
+    assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- rounds, results, pairing
+
+
+def test_round_orders_are_balanced_seeded_and_recorded():
+    orders = ab.round_orders(8, seed=0)
+    assert orders == ab.round_orders(8, seed=0)
+    assert sorted(orders) == [(BASE, HEAD)] * 4 + [(HEAD, BASE)] * 4
+    assert any(ab.round_orders(8, seed=s) != orders for s in range(1, 5))
+    odd = ab.round_orders(5, seed=3)
+    assert len(odd) == 5 and abs(odd.count((BASE, HEAD)) - odd.count((HEAD, BASE))) == 1
+
+
+def write_benchmark_json(path: Path, benchmarks: dict[str, list[float] | None]) -> Path:
+    def stats(data):
+        return {"median": 0.0} if data is None else {"median": 0.0, "data": data}
+
+    doc = {"machine_info": {}, "benchmarks": [{"fullname": name, "name": name.split("::")[-1], "stats": stats(data)}
+                                              for name, data in benchmarks.items()]}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_read_round_takes_the_median_of_raw_data(tmp_path):
+    path = write_benchmark_json(tmp_path / "r.json", {"perf/t.py::a": [3.0, 1.0, 2.0], "perf/t.py::b": [4.0, 1.0, 2.0, 3.0],
+                                                      "perf/t.py::disabled": None})
+    assert ab.read_round(path) == {"perf/t.py::a": 2.0, "perf/t.py::b": 2.5}
+
+
+def test_read_round_bad_file_is_an_ab_error(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(AbError, match="cannot read pytest-benchmark JSON"):
+        ab.read_round(tmp_path / "bad.json")
+    with pytest.raises(AbError):
+        ab.read_round(tmp_path / "absent.json")
+
+
+def test_pair_rounds_pairs_by_index_and_finds_new_and_missing():
+    base = [{"a": 1.0, "gone": 5.0}, {"a": 1.1, "gone": 5.1}, {"a": 0.9}]
+    head = [{"a": 2.0, "added": 3.0}, {"a": 2.2}, {"a": 1.8, "added": 3.1}]
+    paired, only_base, only_head = ab.pair_rounds(base, head)
+    assert paired == {"a": ([1.0, 1.1, 0.9], [2.0, 2.2, 1.8])}
+    assert only_base == {"gone": [5.0, 5.1]} and only_head == {"added": [3.0, 3.1]}
+    # A benchmark both sides have but not in every round is paired where both have it.
+    paired, _, _ = ab.pair_rounds([{"x": 1.0}, {}, {"x": 1.2}], [{"x": 2.0}, {"x": 9.0}, {}])
+    assert paired == {"x": ([1.0], [2.0])}
+
+
+def test_decide_holm_new_missing_and_exit_status():
+    base = [{"slow": 1.0 + 0.01 * i, "same": 1.0 + 0.01 * i, "gone": 1.0} for i in range(6)]
+    head = [{"slow": 2.0 + 0.03 * i, "same": 1.0 + 0.012 * i, "added": 1.0} for i in range(6)]
+    rows = {c.name: c for c in ab.decide(base, head, 0.10)}
+    assert rows["slow"].verdict == gate.REGRESSED and rows["slow"].p_adjusted is not None
+    assert rows["same"].verdict == gate.UNCHANGED
+    assert rows["gone"].verdict == gate.MISSING and rows["added"].verdict == gate.NEW
+    assert ab.exit_status(list(rows.values())) == 1
+    assert ab.exit_status([rows["same"], rows["gone"]]) == 0
+
+
+def test_pytest_command_selects_perf_unless_paths_are_given(tmp_path):
+    cmd = ab.pytest_command(tmp_path, tmp_path / "o.json", ["--perf-size", "seed"])
+    assert cmd[:4] == [sys.executable, "-m", "pytest", "perf"]
+    assert "-p" in cmd and "no:cacheprovider" in cmd and f"--benchmark-json={tmp_path / 'o.json'}" in cmd
+    assert cmd[-2:] == ["--perf-size", "seed"]
+    assert "perf" not in ab.pytest_command(tmp_path, tmp_path / "o.json", ["perf/test_step.py::test_x"])[:4]
+
+
+# --------------------------------------------------------------------------- end to end on a temporary repository
+
+FAKE_SUITE = '''
+    """A fake perf suite: plain pytest-benchmark on busy loops."""
+
+
+    def spin(n):
+        total = 0
+        for i in range(n):
+            total += i
+        return total
+
+
+    def test_steady(benchmark):
+        benchmark(spin, 2000)
+
+
+    def test_work(benchmark):
+        benchmark(spin, {work})
+    '''
+
+
+def git(repo: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com")
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """main: c1 (the fake suite), c2 (a README only, HEAD); branch slow: test_work 3x slower, and
+    test_added, a benchmark base does not have."""
+    repo = tmp_path_factory.mktemp("ab-repo")
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "perf").mkdir()
+    suite = repo / "perf" / "test_fake.py"
+    suite.write_text(textwrap.dedent(FAKE_SUITE.format(work=2000)))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "c1: fake suite")
+    (repo / "README").write_text("unrelated change\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "c2: readme")
+    git(repo, "checkout", "-q", "-b", "slow")
+    added = "\n\ndef test_added(benchmark):\n    benchmark(spin, 100)\n"
+    suite.write_text(textwrap.dedent(FAKE_SUITE.format(work=6000)) + added)
+    git(repo, "commit", "-q", "-am", "c3: slower work")
+    git(repo, "checkout", "-q", "main")
+    return repo
+
+
+def worktrees(repo: Path) -> list[str]:
+    return [line for line in git(repo, "worktree", "list", "--porcelain").splitlines() if line.startswith("worktree ")]
+
+
+def test_ab_flags_a_3x_slowdown_and_exits_1(repo, tmp_path, capsys):
+    out_json, out_md = tmp_path / "ab.json", tmp_path / "ab.md"
+    status = ab.main(["--repo", str(repo), "--base", "main~1", "--head", "slow", "--rounds", "4",
+                      "--json", str(out_json), "--markdown", str(out_md), *FAST])
+    captured = capsys.readouterr()
+    assert status == 1, captured.out + captured.err
+    regressed = [line for line in captured.out.splitlines() if line.endswith(" regressed")]
+    assert len(regressed) == 1 and "perf/test_fake.py::test_work" in regressed[0]
+    assert "round 4/4" in captured.err
+    doc = json.loads(out_json.read_text())
+    verdicts = {c["name"]: c["verdict"] for c in doc["comparisons"]}
+    assert verdicts.pop("perf/test_fake.py::test_steady") != gate.REGRESSED  # unchanged code: never a false alarm
+    assert verdicts == {"perf/test_fake.py::test_work": gate.REGRESSED, "perf/test_fake.py::test_added": gate.NEW}
+    work = next(c for c in doc["comparisons"] if c["name"].endswith("test_work"))
+    assert 1.8 < work["ratio"] < 5 and work["n_baseline"] == work["n_current"] == 4
+    assert doc["meta"]["correction"] == "Holm over 2 comparisons" and len(doc["meta"]["order"]) == 4
+    assert len(doc["rounds"][BASE]) == len(doc["rounds"][HEAD]) == 4
+    assert "FAIL (1 regressed)" in out_md.read_text()
+    assert len(worktrees(repo)) == 1  # the temporary base and head worktrees are gone
+
+
+def test_ab_unchanged_working_tree_against_default_base_exits_0(repo, tmp_path, capsys):
+    status = ab.main(["--repo", str(repo), "--rounds", "4", "--workdir", str(tmp_path / "w"), *FAST])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
+    assert captured.out.splitlines()[-1].startswith("PASS: 0 regressed")
+    assert f"{git(repo, 'rev-parse', 'main~1')[:12]} (default: " in captured.out  # HEAD~1: there is no origin/main
+    assert "working tree (HEAD" in captured.out
+    assert len(list((tmp_path / "w").glob("round-0?-*.json"))) == 8
+    assert len(worktrees(repo)) == 1
+
+
+def test_ab_failing_pytest_on_one_side_names_it_and_exits_2(repo, capsys):
+    status = ab.main(["--repo", str(repo), "--base", "main~1", "--rounds", "3", "--head-pytest-args=--no-such-option", *FAST])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "perf.ab: error: pytest failed on head (working tree" in err and "no-such-option" in err
+    assert len(worktrees(repo)) == 1
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "perf.ab", *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def test_cli_bad_base_rev_exits_2_with_one_line(repo):
+    proc = run_cli("--repo", str(repo), "--base", "no-such-rev")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"perf.ab: error: unknown revision 'no-such-rev' in {repo}"]
+
+
+def test_cli_outside_a_git_repository_exits_2(tmp_path):
+    proc = run_cli("--repo", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.startswith("perf.ab: error: not a git repository")
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("--rounds", "1")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
