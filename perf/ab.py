@@ -1,6 +1,6 @@
 """Interleaved A/B: measure two git revisions on this machine, in this job, and decide per benchmark.
 
-    python -m perf.ab [--base REV] [--head REV] [--rounds R] [--threshold 10%] [--alpha 0.05]
+    python -m perf.ab [--base REV] [--head REV] [--rounds R] [--threshold 5%] [--alpha 0.05]
                       [--json PATH] [--markdown PATH] [--workdir DIR] [--seed S] [--repo DIR]
                       [--head-pytest-args "..."] [--base-pytest-args "..."] [-- PYTEST ARGS...]
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from perf import gate
 
 DEFAULT_ROUNDS = 8
-DEFAULT_THRESHOLD = "10%"
+DEFAULT_THRESHOLD = "5%"
 BASE, HEAD = "base", "head"
 TAIL_LINES = 15  # lines of a failing pytest's output shown
 

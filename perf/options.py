@@ -27,7 +27,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perf-threads": ("1", "threads for torch and numpy's BLAS: a positive integer, or 'auto' for all cores"),
     "perf-timer": ("auto", "timer for accelerators: auto (= sync), sync (synchronise, then perf_counter), "
                    "events (CUDA events); the CPU always uses perf_counter"),
-    "perf-threshold": ("10%", "slowdown a benchmark must exceed to regress, e.g. 10% (overridden per benchmark by "
+    "perf-threshold": ("5%", "slowdown a benchmark must exceed to regress, e.g. 5% (overridden per benchmark by "
                        "perf_thresholds and the perf_threshold marker; never below the baseline's own noise)"),
     "perf-alpha": ("0.05", "suite-wide false-alarm rate of the gate (Bonferroni over the compared benchmarks)"),
     "perf-report-json": ("", "write the gate's verdicts as JSON to this path"),

@@ -1,0 +1,175 @@
+"""Measure the gate itself on this machine: false alarms on unchanged code, detection of known slowdowns.
+
+    python -m perf.calibrate [--reps 5] [--rounds 8] [--out docs/results/gate.md] [--workdir DIR]
+
+Run from a clean checkout (A/B mode measures the committed HEAD against itself). Four
+experiments, each repeated --reps times:
+- A/A, A/B mode: python -m perf.ab, HEAD against HEAD, the seed preset for numpy and torch-cpu.
+- A/A, saved-baseline mode: 3 saved runs, then pytest perf --benchmark-compare against them.
+- Detection, both modes: the same with a slowdown injected into the head / current side by the
+  test-only plugin tests/plugins/slowdown.py (relu +25% at seed, grad_w1 +10% at compute).
+Beside each, what a plain --benchmark-compare-fail=median:10% makes of the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import machine
+
+BACKENDS = ["--perf-backend", "numpy,torch-cpu"]
+AA = ["--perf-size", "seed", *BACKENDS, "-k", "not roofline"]
+DETECT = ["--perf-size", "seed,compute", *BACKENDS, "-k", "seed-relu- or seed-loss- or compute-grad_w1-"]
+SAVED = ["--perf-size", "seed,compute", *BACKENDS, "-k", "not roofline and (seed- or compute-grad_w1-)"]
+INJECT = {"PERF_SLOWDOWN": "relu:25%,grad_w1:10%"}
+INJECTED = ("seed-relu-", "compute-grad_w1-")
+PLUGIN = "-p tests.plugins.slowdown"
+NAIVE = 0.10  # --benchmark-compare-fail=median:10%
+
+
+def sh(cmd: list[str], env: dict | None = None) -> tuple[int, float]:
+    print(f"calibrate: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"error: {shlex.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return proc.returncode, time.perf_counter() - start
+
+
+def comparisons(path: Path) -> list[dict]:
+    return [c for c in json.loads(path.read_text())["comparisons"] if c["verdict"] not in ("new", "missing")]
+
+
+def ab(work: Path, name: str, rounds: int, select: list[str], inject: bool) -> tuple[list[dict], list[dict], float]:
+    """(gate rows, naive rows, wall seconds) of one A/B run; naive = round 1 alone against median:10%."""
+    out = work / f"{name}.json"
+    cmd = [sys.executable, "-m", "perf.ab", "--base", "HEAD", "--head", "HEAD", "--rounds", str(rounds),
+           "--json", str(out), "--workdir", str(work / name)]
+    if inject:
+        cmd.append(f"--head-pytest-args={PLUGIN}")
+    _, wall = sh([*cmd, "--", *select], INJECT if inject else None)
+    doc = json.loads(out.read_text())
+    base, head = doc["rounds"]["base"][0], doc["rounds"]["head"][0]
+    naive = [{"name": n, "ratio": head[n] / base[n]} for n in base if n in head]
+    return comparisons(out), naive, wall
+
+
+def saved(work: Path, name: str, inject: bool) -> tuple[list[dict], list[dict]]:
+    out = work / f"{name}.json"
+    cmd = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider", f"--benchmark-storage=file://{work}/saved",
+           "--benchmark-compare", f"--perf-report-json={out}", *SAVED]
+    sh([*cmd, *(PLUGIN.split() if inject else [])], INJECT if inject else None)
+    rows = comparisons(out)
+    return rows, [{"name": r["name"], "ratio": r["current_median"] / r["baseline_median"]} for r in rows]
+
+
+def share(rows: list[dict], pick=lambda name: True) -> tuple[int, int]:
+    mine = [r for r in rows if pick(r["name"])]
+    return sum(r["verdict"] == "regressed" for r in mine), len(mine)
+
+
+def naive_share(rows: list[dict], pick=lambda name: True) -> tuple[int, int]:
+    mine = [r for r in rows if pick(r["name"])]
+    return sum(r["ratio"] > 1 + NAIVE for r in mine), len(mine)
+
+
+def injected(name: str) -> bool:
+    return any(tag in name for tag in INJECTED)
+
+
+def pct(k: int, n: int) -> str:
+    return f"{k}/{n} ({k / n:.1%})" if n else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
+    parser.add_argument("--rounds", type=int, default=8, help="A/B rounds (default 8, as python -m perf.ab)")
+    parser.add_argument("--out", default="docs/results/gate.md", help="where to write the results (Markdown)")
+    parser.add_argument("--workdir", help="keep every JSON here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="perf-calibrate-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc)
+
+    res: dict[str, list] = {k: [] for k in ("ab_aa", "ab_aa_naive", "ab_det", "ab_det_naive", "sb_aa", "sb_aa_naive",
+                                            "sb_det", "sb_det_naive", "walls")}
+    for rep in range(args.reps):
+        rows, naive, wall = ab(work, f"ab-aa-{rep}", args.rounds, AA, inject=False)
+        res["ab_aa"] += rows
+        res["ab_aa_naive"] += naive
+        res["walls"].append(wall)
+        rows, naive, _ = ab(work, f"ab-det-{rep}", args.rounds, DETECT, inject=True)
+        res["ab_det"] += rows
+        res["ab_det_naive"] += naive
+    save = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider",
+            f"--benchmark-storage=file://{work}/saved", "--benchmark-autosave", *SAVED]
+    for _ in range(3):
+        sh(save)
+    for rep in range(args.reps):
+        rows, naive = saved(work, f"sb-aa-{rep}", inject=False)
+        res["sb_aa"] += rows
+        res["sb_aa_naive"] += naive
+        rows, naive = saved(work, f"sb-det-{rep}", inject=True)
+        res["sb_det"] += rows
+        res["sb_det_naive"] += naive
+    (work / "summary.json").write_text(json.dumps(res, indent=1))
+
+    fp = machine.fingerprint()
+    lines = [
+        "# The gate, measured",
+        "",
+        f"Machine: {fp['cpu']}, {fp['cpus']} vCPUs (shared), threads {fp['threads']}, torch {fp['torch']}, "
+        f"numpy {fp['numpy']}. Started {started:%Y-%m-%d %H:%M} UTC, took "
+        f"{(datetime.now(timezone.utc) - started).total_seconds() / 60:.0f} min.",
+        f"Command: `python -m perf.calibrate {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"({args.reps} repetitions; A/B with {args.rounds} rounds, default threshold and alpha).",
+        "",
+        "Flagged = verdict REGRESSED (what fails the gate). Plain = `--benchmark-compare-fail=median:10%` on the same "
+        "data: in saved-baseline mode the same two runs' medians; in A/B mode the first base and head processes alone.",
+        "",
+        "## False alarms: unchanged code against itself (target: at most 1%)",
+        "",
+        "| mode | selection | gate: flagged | plain median:10%: flagged |",
+        "|---|---|---:|---:|",
+        f"| A/B | `{shlex.join(AA)}` | {pct(*share(res['ab_aa']))} | {pct(*naive_share(res['ab_aa_naive']))} |",
+        f"| saved baseline (3 saved runs) | `{shlex.join(SAVED)}` | {pct(*share(res['sb_aa']))} "
+        f"| {pct(*naive_share(res['sb_aa_naive']))} |",
+        f"| A/B, the detection runs' unaffected benchmarks | `{shlex.join(DETECT)}` "
+        f"| {pct(*share(res['ab_det'], lambda n: not injected(n)))} "
+        f"| {pct(*naive_share(res['ab_det_naive'], lambda n: not injected(n)))} |",
+        "",
+        f"## Detection: slowdowns injected by tests/plugins/slowdown.py (`PERF_SLOWDOWN={INJECT['PERF_SLOWDOWN']}`; "
+        "target: at least 90% in A/B mode)",
+        "",
+        "| injected | mode | gate: flagged | plain median:10%: flagged |",
+        "|---|---|---:|---:|",
+    ]
+    for tag, what in (("seed-relu-", "relu +25% at seed (microseconds)"), ("compute-grad_w1-", "grad_w1 +10% at compute")):
+        for mode, key in (("A/B", "ab_det"), ("saved baseline", "sb_det")):
+            pick = lambda n, t=tag: t in n  # noqa: E731
+            gate_cell, plain_cell = pct(*share(res[key], pick)), pct(*naive_share(res[key + "_naive"], pick))
+            lines.append(f"| {what} | {mode} | {gate_cell} | {plain_cell} |")
+    walls = res["walls"]
+    lines += ["", "## Cost", "",
+              f"A/B over `{shlex.join(AA)}` with {args.rounds} rounds: {min(walls) / 60:.1f} to {max(walls) / 60:.1f} min "
+              "per run (target: within 10 minutes on 2 cores).", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"calibrate: raw results in {work}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
