@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/results/gate.md", help="where to write the results (Markdown)")
     parser.add_argument("--workdir", help="keep every JSON here (default: a temporary directory)")
     args = parser.parse_args(argv)
+    machine.pin_threads(1)  # as the measured runs do, so the fingerprint below is theirs
     work = Path(args.workdir or tempfile.mkdtemp(prefix="perf-calibrate-"))
     work.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)

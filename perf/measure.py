@@ -6,6 +6,7 @@ plan and the statistics live here.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import statistics
@@ -77,11 +78,24 @@ def run(benchmark, case: Case, session) -> None:
                        iterations=iterations, warmup_rounds=max(1, rounds // 10))
     samples = benchmark.stats.stats.data  # seconds per call, one per round
     comparison = session.judge(benchmark.fullname, samples)
-    if comparison is not None and comparison.verdict == "inconclusive":
-        # Confirm once, in this run: twice as many rounds again, added to the saved samples.
-        for _ in range(2 * rounds):
-            benchmark.stats.update(time_round(bound, timer, iterations))
-        comparison = session.judge(benchmark.fullname, benchmark.stats.stats.data, confirmed=2 * rounds)
+    if comparison is not None and comparison.verdict in ("inconclusive", "regressed"):
+        # Measure once more, in this run, twice as many rounds (added to the saved samples).
+        # Inconclusive: decided on all the samples. Regressed: the fresh rounds alone must say
+        # so too, so that a neighbour's burst during the first measurement fails nothing.
+        fresh = [time_round(bound, timer, iterations) / iterations for _ in range(2 * rounds)]
+        for seconds in fresh:
+            benchmark.stats.update(seconds * iterations)
+        if comparison.verdict == "inconclusive":
+            comparison = session.judge(benchmark.fullname, benchmark.stats.stats.data, confirmed=2 * rounds)
+        else:
+            again = session.judge(benchmark.fullname, fresh, confirmed=2 * rounds)
+            session.measured[benchmark.fullname] = benchmark.stats.stats.data
+            if again.verdict != "regressed":
+                change = "" if again.ratio is None else f" ({again.ratio - 1:+.1%})"
+                note = f"regression not confirmed: {len(fresh)} fresh rounds found it {again.verdict}{change}"
+                comparison = dataclasses.replace(again, note=f"{note}; {again.note}" if again.note else note)
+            else:
+                comparison = again
     annotate(benchmark, case, bound, session, statistics.median(benchmark.stats.stats.data))
     if comparison is not None:
         session.record(comparison)

@@ -66,7 +66,7 @@ class PerfSession:
             return gate.Comparison(name, gate.INCONCLUSIVE, threshold, n_current=len(samples),
                                    note="the baseline kept no raw samples: save it with --benchmark-save-data")
         result = gate.compare_unpaired(name, base, samples, threshold, alpha=self.settings.alpha, tests=self.compared)
-        notes = [f"confirmed with {confirmed} more rounds" if confirmed else "", drift_note, result.note]
+        notes = [f"measured again, {confirmed} more rounds" if confirmed else "", drift_note, result.note]
         return gate.Comparison(**{**result.__dict__, "note": "; ".join(n for n in notes if n)})
 
     def record(self, comparison: gate.Comparison) -> None:

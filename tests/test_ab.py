@@ -24,7 +24,7 @@ FAST = ["--", "--benchmark-max-time=0.01", "--benchmark-min-rounds=5"]
 
 def test_parse_args_defaults_and_pytest_pass_through():
     opts = ab.parse_args(["--rounds", "5", "--perf-size", "seed", "--", "--perf-backend", "numpy,torch-cpu", "-k", "relu"])
-    assert opts.rounds == 5 and opts.threshold == pytest.approx(0.10) and opts.alpha == 0.05
+    assert opts.rounds == 5 and opts.threshold == pytest.approx(0.05) and opts.alpha == 0.05
     assert opts.base is None and opts.head is None
     assert opts.pytest_args == ["--perf-size", "seed", "--perf-backend", "numpy,torch-cpu", "-k", "relu"]
     assert ab.parse_args([]).rounds == ab.DEFAULT_ROUNDS
