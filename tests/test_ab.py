@@ -41,7 +41,7 @@ def test_help_lists_the_options_and_exits_0(capsys):
         ab.parse_args(["--help"])
     assert info.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert all(opt in out for opt in ("--base", "--head", "--rounds", "--threshold", "--head-pytest-args", "(default 10%)"))
+    assert all(opt in out for opt in ("--base", "--head", "--rounds", "--threshold", "--head-pytest-args", "(default 5%)"))
 
 
 @pytest.mark.parametrize("argv, message", [
