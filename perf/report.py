@@ -573,11 +573,22 @@ def render_markdown(merged: Merged, tables: Sequence[Table], races: Sequence[Cro
         if ratios:
             lines += ["", "tutorial_step (the tutorial's own code) against train_step, time ratio (> 1: the tutorial's code "
                       "is slower): " + ", ".join(f"{b} {r:.2f}x" for b, r in ratios) + "."]
+        sums = [(b, s.result.median / total) for b in t.backends
+                if (s := t.cell(STEP, b)) and (total := stage_sum(t, b))]
+        if sums:
+            lines += ["", "train_step against the sum of its stages' medians (target: at most 1.10x): "
+                      + ", ".join(f"{b} {r:.2f}x" for b, r in sums) + "."]
     lines += _peaks(merged)
     lines += _crossover_lines(races, tables)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def stage_sum(t: Table, backend: str) -> float | None:
+    """The sum of the medians of every stage of a step (sgd_update counts both weights), if all were measured."""
+    cells = [t.cell(stage, backend) for stage in STAGES]
+    return sum(c.result.median for c in cells) if all(cells) else None
 
 
 def _heading(t: Table) -> str:
