@@ -106,7 +106,7 @@ def parse_sizes(text: str, dtype: str = kernels.DEFAULT_DTYPE) -> list[Problem]:
         )
     if not sizes:
         raise kernels.UnknownNameError(f"no size named; valid: presets ({', '.join(kernels.PRESETS)}) or N,D_in,H,D_out")
-    return sizes
+    return list({p.name: p for p in sizes}.values())  # each once, in the order first named
 
 
 def settings(config: pytest.Config) -> Settings:
@@ -136,8 +136,10 @@ def settings(config: pytest.Config) -> Settings:
         except GateError as exc:
             raise pytest.UsageError(f"ini option perf_thresholds line {line!r}: {exc}") from None
     flag = config.getoption("perf_allow_foreign_baseline")
+    # Each once: a repeated name would run twice under ids pytest renames (no baseline matches them).
     return Settings(
-        backends=tuple(backends), sizes=tuple(sizes), dtypes=tuple(dtypes), threads=threads, timer=timer,
+        backends=tuple(dict.fromkeys(backends)), sizes=tuple(sizes), dtypes=tuple(dict.fromkeys(dtypes)),
+        threads=threads, timer=timer,
         threshold=threshold, alpha=alpha, thresholds=tuple(thresholds),
         report_json=_raw(config, "perf-report-json")[0], report_md=_raw(config, "perf-report-md")[0],
         allow_foreign_baseline=bool(flag if flag is not None else config.getini("perf_allow_foreign_baseline")),

@@ -153,15 +153,21 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession, machine_info: dict,
                                           compared_benchmark: dict) -> None:
     saved = compared_benchmark.get("machine_info", {}).get("perf_fingerprint")
-    if saved == machine_info.get("perf_fingerprint") or perf_session(config).settings.allow_foreign_baseline:
+    if saved == machine_info.get("perf_fingerprint"):
         return
     if saved is None:
         what = "has no machine fingerprint"
     else:
         changes = "; ".join(machine.differences(saved, machine_info["perf_fingerprint"]))
         what = f"was recorded on a different machine ({changes})"
-    raise pytest.UsageError(f"the baseline {what}; save a new one here with --benchmark-autosave, "
-                            f"or compare anyway with --perf-allow-foreign-baseline")
+    if not perf_session(config).settings.allow_foreign_baseline:
+        raise pytest.UsageError(f"the baseline {what}; save a new one here with --benchmark-autosave, "
+                                f"or compare anyway with --perf-allow-foreign-baseline")
+    if benchmarksession is not None:
+        benchmarksession.logger.warning(f"Comparing anyway (--perf-allow-foreign-baseline): the baseline {what}.")
+    # Said once, in one line: pytest-benchmark's own warning would print both machine_info dicts
+    # (and fails on a storage outside the working directory). Only the copy in memory changes.
+    compared_benchmark["machine_info"] = machine_info
 
 
 def cases(config: pytest.Config, stages: tuple[str, ...]) -> list:
@@ -275,7 +281,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         case = _case_of(item)
         if case is None:
             continue
-        session.collected.append(item.nodeid)
         session.group_order.setdefault(case.group, len(session.group_order))
         threshold = s.threshold
         for pattern, value in s.thresholds:
@@ -304,6 +309,11 @@ def _case_of(item: pytest.Item) -> Case | None:
         if fixture in callspec.params:
             return callspec.params[fixture]
     return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What runs: the benchmarks left after -k/-m deselection (the m of the gate's correction)."""
+    perf_session(session.config).collected = [item.nodeid for item in session.items if _case_of(item) is not None]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -339,6 +349,9 @@ def _make_saves_atomic(storage) -> None:
         target = Path(storage.get(f"{storage._next_num}_{save_name}.json"))
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=".json")
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # as an ordinary save would be, not mkstemp's 0600
             with os.fdopen(fd, "wb") as fh:
                 fh.write(safe_dumps(output_json, ensure_ascii=True, indent=4).encode())
                 fh.flush()
@@ -354,10 +367,12 @@ def _make_saves_atomic(storage) -> None:
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     bs = getattr(session.config, "_benchmarksession", None)
-    if bs is not None and exitstatus == pytest.ExitCode.INTERRUPTED and (bs.save or bs.autosave):
+    stopped = exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail
+    if bs is not None and stopped and (bs.save or bs.autosave):
         # A partial run must never become the baseline the next --benchmark-compare picks.
         bs.save = bs.autosave = None
-        bs.logger.warning("Not saving benchmark data: the run was interrupted.")
+        why = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else f"stopped early ({stopped})"
+        bs.logger.warning(f"Not saving benchmark data: the run was {why}.")
     yield
 
 
