@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.05, help="suite-wide false-alarm rate, Holm-controlled (default 0.05)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the round order (default 0)")
+    p.add_argument("--duet", action="store_true",
+                   help="run base and head of each round at the same time, each pinned to its own half of the CPUs "
+                        "(swapped every other round): both see the same machine state (needs >= 2 CPUs)")
     p.add_argument("--json", metavar="PATH", help="write the verdicts as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the verdicts as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
     p.add_argument("--workdir", metavar="DIR",
@@ -256,18 +259,40 @@ def remove_worktree(repo, dest: Path) -> None:
             pass
 
 
-def run_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], rev_label: str) -> float:
-    """Run one side's pytest; its wall time. AbError naming the side with pytest's last lines."""
+def start_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], cpus=None):
+    """Start one side's pytest (pinned to `cpus` when given); (process, command, start time)."""
     env = dict(os.environ, PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd))
     cmd = pytest_command(tree, json_path, args)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=pin)
+    return proc, cmd, time.perf_counter()
+
+
+def finish_side(side: str, rnd: int, started, json_path: Path, rev_label: str) -> float:
+    """Wait for one side's pytest; its wall time. AbError naming the side with pytest's last lines."""
+    proc, cmd, start = started
+    out, _ = proc.communicate()
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not json_path.exists():
-        tail = "\n".join(proc.stdout.rstrip().splitlines()[-TAIL_LINES:])
+        tail = "\n".join(out.rstrip().splitlines()[-TAIL_LINES:])
         raise AbError(f"pytest failed on {side} ({rev_label}, round {rnd}, exit status {proc.returncode}); "
                       f"command: {shlex.join(cmd)}\n{tail}")
     return wall
+
+
+def run_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], rev_label: str) -> float:
+    """Run one side's pytest alone; its wall time."""
+    return finish_side(side, rnd, start_side(side, rnd, tree, json_path, args), json_path, rev_label)
+
+
+def cpu_halves() -> tuple[set[int], set[int]]:
+    """This process's CPUs split in two disjoint halves, for a duet."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        raise AbError(f"--duet needs at least 2 CPUs, this process may use {len(cpus) or 'an unknown number of'}")
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:2 * half])
 
 
 def machine() -> str:
@@ -310,14 +335,30 @@ def run(opts: argparse.Namespace) -> int:
             side_args = {BASE: [*opts.pytest_args, *opts.base_args], HEAD: [*opts.pytest_args, *opts.head_args]}
             log(f"base {base_label}; head {head_label}; {opts.rounds} rounds")
             results = {BASE: [], HEAD: []}
+            halves = cpu_halves() if opts.duet else None
             for rnd, order in enumerate(orders, 1):
                 walls = []
-                for side in order:
-                    path = json_dir / f"round-{rnd:02d}-{side}.json"
+                paths = {side: json_dir / f"round-{rnd:02d}-{side}.json" for side in order}
+                for path in paths.values():
                     path.unlink(missing_ok=True)
-                    wall = run_side(side, rnd, trees[side], path, side_args[side], labels[side])
-                    results[side].append(read_round(path))
-                    walls.append(f"{side} {wall:.1f} s")
+                if halves:  # both at once; the first of the order takes the first half of the CPUs
+                    started = {side: start_side(side, rnd, trees[side], paths[side], side_args[side], cpus)
+                               for side, cpus in zip(order, halves)}
+                    try:
+                        for side in order:
+                            wall = finish_side(side, rnd, started[side], paths[side], labels[side])
+                            walls.append(f"{side} {wall:.1f} s on CPUs {sorted(halves[order.index(side)])}")
+                    finally:
+                        for proc, *_ in started.values():
+                            if proc.poll() is None:  # the other side failed: do not leave this one running
+                                proc.kill()
+                                proc.wait()
+                else:
+                    for side in order:
+                        wall = run_side(side, rnd, trees[side], paths[side], side_args[side], labels[side])
+                        walls.append(f"{side} {wall:.1f} s")
+                for side in order:
+                    results[side].append(read_round(paths[side]))
                 log(f"round {rnd}/{opts.rounds}: {', '.join(walls)}")
         finally:
             for tree in worktrees:
@@ -329,7 +370,8 @@ def run(opts: argparse.Namespace) -> int:
     comps = decide(results[BASE], results[HEAD], opts.threshold, opts.alpha, opts.confidence)
     meta = {
         "title": "Performance A/B",
-        "mode": "A/B, interleaved rounds in fresh processes, paired t-test on log ratios of per-process medians",
+        "mode": ("A/B, duet: base and head at once on disjoint CPUs in each round" if opts.duet else
+                 "A/B, interleaved rounds") + " in fresh processes, paired t-test on log ratios of per-process medians",
         "base": base_label,
         "head": head_label,
         "rounds": opts.rounds,

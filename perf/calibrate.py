@@ -50,11 +50,11 @@ def comparisons(path: Path) -> list[dict]:
     return [c for c in json.loads(path.read_text())["comparisons"] if c["verdict"] not in ("new", "missing")]
 
 
-def ab(work: Path, name: str, rounds: int, select: list[str], inject: bool) -> tuple[list[dict], list[dict], float]:
+def ab(work: Path, name: str, rounds: int, select: list[str], inject: bool, duet: bool) -> tuple[list, list, float]:
     """(gate rows, naive rows, wall seconds) of one A/B run; naive = round 1 alone against median:10%."""
     out = work / f"{name}.json"
     cmd = [sys.executable, "-m", "perf.ab", "--base", "HEAD", "--head", "HEAD", "--rounds", str(rounds),
-           "--json", str(out), "--workdir", str(work / name)]
+           "--json", str(out), "--workdir", str(work / name), *(["--duet"] if duet else [])]
     if inject:
         cmd.append(f"--head-pytest-args={PLUGIN}")
     _, wall = sh([*cmd, "--", *select], INJECT if inject else None)
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
     parser.add_argument("--rounds", type=int, default=8, help="A/B rounds (default 8, as python -m perf.ab)")
+    parser.add_argument("--duet", action="store_true", help="A/B in duet mode (python -m perf.ab --duet)")
+    parser.add_argument("--skip-saved", action="store_true", help="measure the A/B mode only")
     parser.add_argument("--out", default="docs/results/gate.md", help="where to write the results (Markdown)")
     parser.add_argument("--workdir", help="keep every JSON here (default: a temporary directory)")
     args = parser.parse_args(argv)
@@ -106,18 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, list] = {k: [] for k in ("ab_aa", "ab_aa_naive", "ab_det", "ab_det_naive", "sb_aa", "sb_aa_naive",
                                             "sb_det", "sb_det_naive", "walls")}
     for rep in range(args.reps):
-        rows, naive, wall = ab(work, f"ab-aa-{rep}", args.rounds, AA, inject=False)
+        rows, naive, wall = ab(work, f"ab-aa-{rep}", args.rounds, AA, inject=False, duet=args.duet)
         res["ab_aa"] += rows
         res["ab_aa_naive"] += naive
         res["walls"].append(wall)
-        rows, naive, _ = ab(work, f"ab-det-{rep}", args.rounds, DETECT, inject=True)
+        rows, naive, _ = ab(work, f"ab-det-{rep}", args.rounds, DETECT, inject=True, duet=args.duet)
         res["ab_det"] += rows
         res["ab_det_naive"] += naive
     save = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider",
             f"--benchmark-storage=file://{work}/saved", "--benchmark-autosave", *SAVED]
-    for _ in range(3):
+    for _ in range(0 if args.skip_saved else 3):
         sh(save)
-    for rep in range(args.reps):
+    for rep in range(0 if args.skip_saved else args.reps):
         rows, naive = saved(work, f"sb-aa-{rep}", inject=False)
         res["sb_aa"] += rows
         res["sb_aa_naive"] += naive
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         f"numpy {fp['numpy']}. Started {started:%Y-%m-%d %H:%M} UTC, took "
         f"{(datetime.now(timezone.utc) - started).total_seconds() / 60:.0f} min.",
         f"Command: `python -m perf.calibrate {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"({args.reps} repetitions; A/B with {args.rounds} rounds, default threshold and alpha).",
+        f"({args.reps} repetitions; A/B with {args.rounds} rounds{', duet' if args.duet else ', sequential'}, "
+        "default threshold and alpha).",
         "",
         "Flagged = verdict REGRESSED (what fails the gate). Plain = `--benchmark-compare-fail=median:10%` on the same "
         "data: in saved-baseline mode the same two runs' medians; in A/B mode the first base and head processes alone.",
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {what} | {mode} | {gate_cell} | {plain_cell} |")
     walls = res["walls"]
     lines += ["", "## Cost", "",
-              f"A/B over `{shlex.join(AA)}` with {args.rounds} rounds: {min(walls) / 60:.1f} to {max(walls) / 60:.1f} min "
+              f"A/B over `{shlex.join(AA)}` with {args.rounds} rounds{' (duet)' if args.duet else ''}: "
+              f"{min(walls) / 60:.1f} to {max(walls) / 60:.1f} min "
               "per run (target: within 10 minutes on 2 cores).", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
