@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-ref", metavar="BRANCH", default=os.environ.get("GITHUB_BASE_REF") or None,
                    help="target branch; the base is the merge base of the head and origin/BRANCH (default: $GITHUB_BASE_REF)")
     p.add_argument("--head", metavar="REV", help="head revision (default: the working tree)")
-    p.add_argument("--rounds", type=int, default=8, help="A/B rounds (default 8)")
+    p.add_argument("--rounds", type=int, default=16, help="A/B rounds (default 16)")
     p.add_argument("--confirm-rounds", type=int, default=None, help="rounds of the confirming A/B (default --rounds; 0: none)")
     p.add_argument("--threshold", help="smallest slowdown that counts, e.g. 10%% (default: perf.ab's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the round order; the confirmation uses seed + 1")

@@ -13,10 +13,15 @@ rounds and shuffled with --seed. Per benchmark and process, the median of the ra
 kept; round i of base is paired with round i of head; ``gate.compare_paired`` + ``gate.holm``
 decide. Exit status: 0 pass, 1 at least one REGRESSED, 2 usage or environment error.
 
-Default R = 8: one process of the seed selection takes 15-30 s on 2 cores, so 16 processes
-stay within 10 minutes; with the paired t-test and Holm over 22 benchmarks, R = 8 detects a
-10% slowdown against a 5% threshold in >= 90% of simulated runs when a process median varies
-by 2% (tests/test_gate.py); Wilcoxon could not flag anything at that R (see gate.py).
+Modes (--mode): ``duet`` runs base and head of a round at the same time, each pinned to its
+own half of the CPUs (which half alternates with the round order), so both see the same
+moment of a shared machine; ``sequential`` runs them one after the other. ``auto`` (the
+default) is duet with at least 2 CPUs and no GPU visible (sides would share an accelerator),
+else sequential. Default R = 16: the paired t-test on 16 rounds, with Holm over ~24
+benchmarks, detected every injected 10-25% slowdown on the 2-core development VM in duet
+mode, where sequential rounds had detected half (docs/results/gate.md); a duet round of the
+seed selection takes about 13 s there, so R = 16 costs about 3.5 minutes. Wilcoxon could not
+flag anything at small R (see gate.py).
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from pathlib import Path
 
 from perf import gate
 
-DEFAULT_ROUNDS = 8
+DEFAULT_ROUNDS = 16
+MODES = ("auto", "duet", "sequential")
 DEFAULT_THRESHOLD = "5%"
 BASE, HEAD = "base", "head"
 TAIL_LINES = 15  # lines of a failing pytest's output shown
@@ -69,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.05, help="suite-wide false-alarm rate, Holm-controlled (default 0.05)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the round order (default 0)")
-    p.add_argument("--duet", action="store_true",
-                   help="run base and head of each round at the same time, each pinned to its own half of the CPUs "
-                        "(swapped every other round): both see the same machine state (needs >= 2 CPUs)")
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="duet: base and head of a round at once, each on its own half of the CPUs (needs >= 2); "
+                        "sequential: one after the other; auto (default): duet with >= 2 CPUs and no GPU visible")
     p.add_argument("--json", metavar="PATH", help="write the verdicts as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the verdicts as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
     p.add_argument("--workdir", metavar="DIR",
@@ -286,11 +292,27 @@ def run_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[st
     return finish_side(side, rnd, start_side(side, rnd, tree, json_path, args), json_path, rev_label)
 
 
+def resolve_mode(mode: str) -> str:
+    """``auto``: duet where there are two CPUs to split and no GPU that both sides would share."""
+    if mode != "auto":
+        return mode
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return "duet" if cpus >= 2 and not gpu_visible() else "sequential"
+
+
+def gpu_visible() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available() or torch.backends.mps.is_available())
+
+
 def cpu_halves() -> tuple[set[int], set[int]]:
     """This process's CPUs split in two disjoint halves, for a duet."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) < 2:
-        raise AbError(f"--duet needs at least 2 CPUs, this process may use {len(cpus) or 'an unknown number of'}")
+        raise AbError(f"--mode duet needs at least 2 CPUs, this process may use {len(cpus) or 'an unknown number of'}")
     half = len(cpus) // 2
     return set(cpus[:half]), set(cpus[half:2 * half])
 
@@ -304,6 +326,7 @@ def machine() -> str:
 
 
 def run(opts: argparse.Namespace) -> int:
+    opts.mode = resolve_mode(opts.mode)
     repo = toplevel(opts.repo)
     base_rev = opts.base if opts.base is not None else default_base(repo)
     base_sha = resolve(repo, base_rev)
@@ -333,9 +356,9 @@ def run(opts: argparse.Namespace) -> int:
                 trees[HEAD] = repo
             labels = {BASE: base_label, HEAD: head_label}
             side_args = {BASE: [*opts.pytest_args, *opts.base_args], HEAD: [*opts.pytest_args, *opts.head_args]}
-            log(f"base {base_label}; head {head_label}; {opts.rounds} rounds")
+            log(f"base {base_label}; head {head_label}; {opts.rounds} rounds, {opts.mode}")
             results = {BASE: [], HEAD: []}
-            halves = cpu_halves() if opts.duet else None
+            halves = cpu_halves() if opts.mode == "duet" else None
             for rnd, order in enumerate(orders, 1):
                 walls = []
                 paths = {side: json_dir / f"round-{rnd:02d}-{side}.json" for side in order}
@@ -370,7 +393,7 @@ def run(opts: argparse.Namespace) -> int:
     comps = decide(results[BASE], results[HEAD], opts.threshold, opts.alpha, opts.confidence)
     meta = {
         "title": "Performance A/B",
-        "mode": ("A/B, duet: base and head at once on disjoint CPUs in each round" if opts.duet else
+        "mode": ("A/B, duet: base and head at once on disjoint CPUs in each round" if opts.mode == "duet" else
                  "A/B, interleaved rounds") + " in fresh processes, paired t-test on log ratios of per-process medians",
         "base": base_label,
         "head": head_label,

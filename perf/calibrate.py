@@ -1,6 +1,6 @@
 """Measure the gate itself on this machine: false alarms on unchanged code, detection of known slowdowns.
 
-    python -m perf.calibrate [--reps 5] [--rounds 8] [--out docs/results/gate.md] [--workdir DIR]
+    python -m perf.calibrate [--reps 5] [--rounds 16] [--sequential] [--out docs/results/gate.md] [--workdir DIR]
 
 Run from a clean checkout (A/B mode measures the committed HEAD against itself). Four
 experiments, each repeated --reps times:
@@ -54,7 +54,7 @@ def ab(work: Path, name: str, rounds: int, select: list[str], inject: bool, duet
     """(gate rows, naive rows, wall seconds) of one A/B run; naive = round 1 alone against median:10%."""
     out = work / f"{name}.json"
     cmd = [sys.executable, "-m", "perf.ab", "--base", "HEAD", "--head", "HEAD", "--rounds", str(rounds),
-           "--json", str(out), "--workdir", str(work / name), *(["--duet"] if duet else [])]
+           "--json", str(out), "--workdir", str(work / name), "--mode", "duet" if duet else "sequential"]
     if inject:
         cmd.append(f"--head-pytest-args={PLUGIN}")
     _, wall = sh([*cmd, "--", *select], INJECT if inject else None)
@@ -94,8 +94,8 @@ def pct(k: int, n: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
-    parser.add_argument("--rounds", type=int, default=8, help="A/B rounds (default 8, as python -m perf.ab)")
-    parser.add_argument("--duet", action="store_true", help="A/B in duet mode (python -m perf.ab --duet)")
+    parser.add_argument("--rounds", type=int, default=16, help="A/B rounds (default 16, as python -m perf.ab)")
+    parser.add_argument("--sequential", action="store_true", help="A/B in sequential mode (default: duet)")
     parser.add_argument("--skip-saved", action="store_true", help="measure the A/B mode only")
     parser.add_argument("--out", default="docs/results/gate.md", help="where to write the results (Markdown)")
     parser.add_argument("--workdir", help="keep every JSON here (default: a temporary directory)")
@@ -108,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, list] = {k: [] for k in ("ab_aa", "ab_aa_naive", "ab_det", "ab_det_naive", "sb_aa", "sb_aa_naive",
                                             "sb_det", "sb_det_naive", "walls")}
     for rep in range(args.reps):
-        rows, naive, wall = ab(work, f"ab-aa-{rep}", args.rounds, AA, inject=False, duet=args.duet)
+        rows, naive, wall = ab(work, f"ab-aa-{rep}", args.rounds, AA, inject=False, duet=not args.sequential)
         res["ab_aa"] += rows
         res["ab_aa_naive"] += naive
         res["walls"].append(wall)
-        rows, naive, _ = ab(work, f"ab-det-{rep}", args.rounds, DETECT, inject=True, duet=args.duet)
+        rows, naive, _ = ab(work, f"ab-det-{rep}", args.rounds, DETECT, inject=True, duet=not args.sequential)
         res["ab_det"] += rows
         res["ab_det_naive"] += naive
     save = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider",
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         f"numpy {fp['numpy']}. Started {started:%Y-%m-%d %H:%M} UTC, took "
         f"{(datetime.now(timezone.utc) - started).total_seconds() / 60:.0f} min.",
         f"Command: `python -m perf.calibrate {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"({args.reps} repetitions; A/B with {args.rounds} rounds{', duet' if args.duet else ', sequential'}, "
+        f"({args.reps} repetitions; A/B with {args.rounds} rounds{', sequential' if args.sequential else ', duet'}, "
         "default threshold and alpha).",
         "",
         "Flagged = verdict REGRESSED (what fails the gate). Plain = `--benchmark-compare-fail=median:10%` on the same "
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {what} | {mode} | {gate_cell} | {plain_cell} |")
     walls = res["walls"]
     lines += ["", "## Cost", "",
-              f"A/B over `{shlex.join(AA)}` with {args.rounds} rounds{' (duet)' if args.duet else ''}: "
+              f"A/B over `{shlex.join(AA)}` with {args.rounds} rounds{' (sequential)' if args.sequential else ' (duet)'}: "
               f"{min(walls) / 60:.1f} to {max(walls) / 60:.1f} min "
               "per run (target: within 10 minutes on 2 cores).", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

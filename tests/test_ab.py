@@ -242,7 +242,7 @@ def test_cli_outside_a_git_repository_exits_2(tmp_path):
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a duet needs two CPUs")
 def test_ab_duet_runs_both_sides_at_once_on_disjoint_cpus_and_flags_the_slowdown(repo, tmp_path, capsys):
     status = ab.main(["--repo", str(repo), "--base", "main~1", "--head", "slow", "--rounds", "4", "--threshold", "100%",
-                      "--duet", "--json", str(tmp_path / "ab.json"), *FAST])
+                      "--mode", "duet", "--json", str(tmp_path / "ab.json"), *FAST])
     captured = capsys.readouterr()
     assert status == 1, captured.out + captured.err
     assert "on CPUs [0]" in captured.err and "on CPUs [1]" in captured.err
@@ -252,10 +252,21 @@ def test_ab_duet_runs_both_sides_at_once_on_disjoint_cpus_and_flags_the_slowdown
     assert "duet" in captured.out
 
 
+def test_auto_mode_is_duet_with_two_cpus_and_no_gpu(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(ab, "gpu_visible", lambda: False)
+    assert ab.resolve_mode("auto") == "duet" and ab.resolve_mode("sequential") == "sequential"
+    monkeypatch.setattr(ab, "gpu_visible", lambda: True)
+    assert ab.resolve_mode("auto") == "sequential"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(ab, "gpu_visible", lambda: False)
+    assert ab.resolve_mode("auto") == "sequential"
+
+
 def test_cpu_halves_are_disjoint_and_need_two_cpus(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
     first, second = ab.cpu_halves()
     assert first == {0, 1} and second == {2, 3}
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
-    with pytest.raises(ab.AbError, match="--duet needs at least 2 CPUs"):
+    with pytest.raises(ab.AbError, match="--mode duet needs at least 2 CPUs"):
         ab.cpu_halves()
