@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=16, help="A/B rounds (default 16, as python -m perf.ab)")
     parser.add_argument("--sequential", action="store_true", help="A/B in sequential mode (default: duet)")
     parser.add_argument("--skip-saved", action="store_true", help="measure the A/B mode only")
+    parser.add_argument("--skip-ab", action="store_true", help="measure the saved-baseline mode only")
     parser.add_argument("--out", default="docs/results/gate.md", help="where to write the results (Markdown)")
     parser.add_argument("--workdir", help="keep every JSON here (default: a temporary directory)")
     args = parser.parse_args(argv)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res: dict[str, list] = {k: [] for k in ("ab_aa", "ab_aa_naive", "ab_det", "ab_det_naive", "sb_aa", "sb_aa_naive",
                                             "sb_det", "sb_det_naive", "walls")}
-    for rep in range(args.reps):
+    for rep in range(0 if args.skip_ab else args.reps):
         rows, naive, wall = ab(work, f"ab-aa-{rep}", args.rounds, AA, inject=False, duet=not args.sequential)
         res["ab_aa"] += rows
         res["ab_aa_naive"] += naive
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             pick = lambda n, t=tag: t in n  # noqa: E731
             gate_cell, plain_cell = pct(*share(res[key], pick)), pct(*naive_share(res[key + "_naive"], pick))
             lines.append(f"| {what} | {mode} | {gate_cell} | {plain_cell} |")
-    walls = res["walls"]
+    walls = res["walls"] or [float("nan")]
     lines += ["", "## Cost", "",
               f"A/B over `{shlex.join(AA)}` with {args.rounds} rounds{' (sequential)' if args.sequential else ' (duet)'}: "
               f"{min(walls) / 60:.1f} to {max(walls) / 60:.1f} min "

@@ -313,7 +313,11 @@ def _case_of(item: pytest.Item) -> Case | None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What runs: the benchmarks left after -k/-m deselection (the m of the gate's correction)."""
-    perf_session(session.config).collected = [item.nodeid for item in session.items if _case_of(item) is not None]
+    perf = perf_session(session.config)
+    perf.collected = [item.nodeid for item in session.items if _case_of(item) is not None]
+    bs = getattr(session.config, "_benchmarksession", None)
+    if perf.baseline is not None and bs is not None:
+        _load_history(session.config, bs, perf)  # its bound depends on m, known only now
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -326,7 +330,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if bs.compare and bs.compared_mapping:
         path, mapping = list(bs.compared_mapping.items())[-1]
         perf.baseline, perf.baseline_path = mapping, str(path)
-        _load_history(config, bs, perf)
 
 
 def _load_history(config: pytest.Config, bs, perf: PerfSession) -> None:
