@@ -37,7 +37,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import ERROR, PASS, REGRESSION, baselines, github, gpu_env
-from .proc import PROJECT_ROOT, child_env, run_tee
+from .proc import PROJECT_ROOT, child_env, parse_with_pytest_args, run_tee
 
 MODES = ("auto", "save", "compare", "list", "reset")
 
@@ -80,16 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    argv = list(argv)
-    tail: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, tail = argv[:cut], argv[cut + 1:]
-    opts = build_parser().parse_args(argv)
-    try:
-        opts.pytest = [*shlex.split(opts.pytest_args), *tail]
-    except ValueError as exc:
-        raise UsageError(f"--pytest-args: {exc}") from None
+    opts = parse_with_pytest_args(build_parser(), argv, UsageError)
     if opts.mode != "list" and not opts.runner_class:
         raise UsageError(f"{opts.mode}: --runner-class (or $RUNNER_CLASS) is required")
     if opts.threads < 1:

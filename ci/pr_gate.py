@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import ERROR, PASS, REGRESSION, github
-from .proc import PROJECT_ROOT, child_env, run_tee
+from .proc import PROJECT_ROOT, child_env, parse_with_pytest_args, run_tee
 
 ACCEPT_LABEL = "perf-regression-accepted"
 
@@ -72,16 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    argv = list(argv)
-    tail: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, tail = argv[:cut], argv[cut + 1:]
-    opts = build_parser().parse_args(argv)
-    try:
-        opts.pytest = [*shlex.split(opts.pytest_args), *tail]
-    except ValueError as exc:
-        raise GateError(f"--pytest-args: {exc}") from None
+    opts = parse_with_pytest_args(build_parser(), argv, GateError)
     if opts.confirm_rounds is None:
         opts.confirm_rounds = opts.rounds
     if opts.rounds < 1 or opts.confirm_rounds < 0 or opts.threads < 1:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -41,3 +43,18 @@ def run_tee(cmd: Sequence[str], *, cwd=None, env=None, tail: int = 20) -> tuple[
     except KeyboardInterrupt:
         proc.wait()
         raise
+
+
+def parse_with_pytest_args(parser: argparse.ArgumentParser, argv: Sequence[str], error: type[Exception]) -> argparse.Namespace:
+    """Parse ``argv``; ``opts.pytest`` = the shell-split ``--pytest-args`` string, then whatever follows ``--``."""
+    argv = list(argv)
+    tail: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
+    opts = parser.parse_args(argv)
+    try:
+        opts.pytest = [*shlex.split(opts.pytest_args), *tail]
+    except ValueError as exc:
+        raise error(f"--pytest-args: {exc}") from None
+    return opts

@@ -228,24 +228,12 @@ class Runnable:
         measure.run(benchmark, self.case, self.session)
 
 
-@pytest.fixture
-def stage_case(request: pytest.FixtureRequest) -> Runnable:
+def _runnable(request: pytest.FixtureRequest) -> Runnable:
+    """Every case fixture (``stage_case``, ``step_case``, ...): its parametrized Case, bound to the session."""
     return Runnable(request.param, perf_session(request.config))
 
 
-@pytest.fixture
-def step_case(request: pytest.FixtureRequest) -> Runnable:
-    return Runnable(request.param, perf_session(request.config))
-
-
-@pytest.fixture
-def tutorial_case(request: pytest.FixtureRequest) -> Runnable:
-    return Runnable(request.param, perf_session(request.config))
-
-
-@pytest.fixture
-def roofline_case(request: pytest.FixtureRequest) -> Runnable:
-    return Runnable(request.param, perf_session(request.config))
+stage_case, step_case, tutorial_case, roofline_case = (pytest.fixture(name=name)(_runnable) for name in KINDS)
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
