@@ -292,3 +292,16 @@ def test_mismatch_tolerance_edge(dtype: str) -> None:
     # A zero reference is compared absolutely (scale 1).
     assert check.mismatch(np.full(3, 0.99 * tol), np.zeros(3), dtype) is None
     assert check.mismatch(np.full(3, 1.01 * tol), np.zeros(3), dtype) is not None
+
+
+@pytest.mark.parametrize("dtype", kernels.DTYPES)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_relu_backward_mask_is_exactly_h_below_zero_down_to_subnormals(name, dtype):
+    # The fast forms multiply by a mask (numpy) or threshold just below -0.0 (torch): the smallest
+    # negative and positive subnormals must land on the right side, as in the tutorial's grad_h[h < 0] = 0.
+    b = kernels.backend(name, dtype)
+    tiny = np.nextafter(np.zeros((), dtype), np.ones((), dtype))
+    h = np.array([[-tiny, tiny, -0.0, 0.0, -1.0, 1.0]], dtype=dtype)
+    g = np.arange(1, 7, dtype=dtype).reshape(1, 6)
+    got = b.to_numpy(b.relu_backward(b.asarray(g), b.asarray(h)))
+    assert got.tolist() == [[0.0, 2.0, 3.0, 4.0, 0.0, 6.0]], (name, dtype, got)
