@@ -11,16 +11,16 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from perf.ab import OUTER_PYTEST  # an outer pytest's variables, which a child session must not inherit
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-# Set by an outer pytest (e.g. this suite's own tests under xdist); a child session must not inherit them.
-_OUTER_PYTEST = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def child_env(threads: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for benchmark processes: every BLAS/OpenMP pool pinned to ``threads``."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _OUTER_PYTEST}
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in OUTER_PYTEST}
     env.update({name: str(threads) for name in THREAD_VARIABLES})
     return env
 

@@ -47,6 +47,9 @@ MODES = ("auto", "duet", "sequential")
 DEFAULT_THRESHOLD = "5%"
 BASE, HEAD = "base", "head"
 TAIL_LINES = 15  # lines of a failing pytest's output shown
+# Set by an outer pytest (this suite's own tests under xdist, say): inherited, they would turn
+# the children's benchmarks off.
+OUTER_PYTEST = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST")
 
 
 class AbError(Exception):
@@ -267,7 +270,8 @@ def remove_worktree(repo, dest: Path) -> None:
 
 def start_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], cpus=None):
     """Start one side's pytest (pinned to `cpus` when given); (process, command, start time)."""
-    env = dict(os.environ, PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd))
+    env = {k: v for k, v in os.environ.items() if k not in OUTER_PYTEST}
+    env.update(PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd))
     cmd = pytest_command(tree, json_path, args)
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
