@@ -126,6 +126,13 @@ def settings(config: pytest.Config) -> Settings:
     timer = parse("perf-timer", _parse_timer)
     threshold = parse("perf-threshold", parse_threshold)
     alpha = parse("perf-alpha", _parse_alpha)
+    if timer == "events":
+        accelerators = [n for n in backends or kernels.available_backends() if kernels.backend(n).device_name != "cpu"]
+        other = [n for n in accelerators if not kernels.backend(n).device_name.startswith("cuda")]
+        if other:
+            text, where = _raw(config, "perf-timer")
+            raise pytest.UsageError(f"{where}={text!r}: CUDA events time CUDA devices only, not {', '.join(other)}; "
+                                    "use --perf-timer=sync (or auto) for them")
     thresholds = []
     for line in config.getini("perf_thresholds"):
         pattern, sep, value = line.rpartition("=")

@@ -349,3 +349,14 @@ def test_fingerprint_holds_what_decides_performance_and_nothing_that_drifts():
     assert fp["threads"] == machine.thread_counts() and "torch" in fp["threads"]
     assert not any("hz" in key or "time" in key for key in fp)
     assert fp == machine.fingerprint()  # stable within a run
+
+
+def test_events_timer_on_a_non_cuda_accelerator_is_a_one_line_usage_error(monkeypatch):
+    import perf.options as options
+
+    devices = {"torch-mps": "mps", "numpy": "cpu"}
+    monkeypatch.setattr(options.kernels, "backend", lambda name, dtype="float32": SimpleNamespace(device_name=devices[name]))
+    given = {"perf_backend": "numpy,torch-mps", "perf_timer": "events"}
+    config = SimpleNamespace(getoption=given.get, getini=lambda key: [] if key == "perf_thresholds" else None)
+    with pytest.raises(pytest.UsageError, match=r"^--perf-timer='events': CUDA events time CUDA devices only, not torch-mps;"):
+        options.settings(config)
