@@ -10,6 +10,7 @@ the result against the float64 reference before anything is timed.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,9 +89,10 @@ def bind(case: Case) -> Bound:
     return Bound(b, getattr(b.raw, case.stage), args, None, verify)
 
 
-def _restorer(b: kernels.Backend, originals: tuple) -> Callable[[], tuple]:
-    """Working copies of ``originals`` and a function that resets them in place, on the device."""
-    work = tuple(b.asarray(b.to_numpy(a)) for a in originals)
+def _restorer(b: kernels.Backend, host: tuple[np.ndarray, ...]) -> Callable[[], tuple]:
+    """Device copies of ``host`` and a function that resets them in place from device originals."""
+    originals = tuple(b.asarray(a) for a in host)
+    work = tuple(b.asarray(a) for a in host)
 
     def restore() -> tuple:
         for dst, src in zip(work, originals):
@@ -103,7 +105,7 @@ def _restorer(b: kernels.Backend, originals: tuple) -> Callable[[], tuple]:
 def _bind_update(b: kernels.Backend, values: dict[str, np.ndarray], lr: float, dtype: str) -> Bound:
     (w1, g1), (w2, g2) = check.calls("sgd_update", values)
     grads = b.asarray(g1), b.asarray(g2)
-    restore = _restorer(b, (b.asarray(w1), b.asarray(w2)))
+    restore = _restorer(b, (w1, w2))
     sgd = b.raw.sgd_update
 
     def update_both(w1_, g1_, w2_, g2_) -> None:
@@ -128,7 +130,7 @@ def _bind_update(b: kernels.Backend, values: dict[str, np.ndarray], lr: float, d
 
 def _bind_step(b: kernels.Backend, values: dict[str, np.ndarray], lr: float, dtype: str, stage: str) -> Bound:
     x, y = b.asarray(values["x"]), b.asarray(values["y"])
-    restore = _restorer(b, (b.asarray(values["w1"]), b.asarray(values["w2"])))
+    restore = _restorer(b, (values["w1"], values["w2"]))
     if stage == "train_step":
         def step(w1, w2):
             return train_step(b.raw, (w1, w2), x, y, lr)
@@ -198,8 +200,6 @@ def memory_needed(problem: Problem) -> int:
 
 def free_memory(b: kernels.Backend) -> int | None:
     """Bytes free on the backend's device now, where that can be known."""
-    import os
-
     if b.device_name == "cpu":
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if b.device_name.startswith("cuda"):

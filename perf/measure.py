@@ -89,13 +89,13 @@ def run(benchmark, case: Case, session) -> None:
             comparison = session.judge(benchmark.fullname, benchmark.stats.stats.data, confirmed=2 * rounds)
         else:
             again = session.judge(benchmark.fullname, fresh, confirmed=2 * rounds)
-            session.measured[benchmark.fullname] = benchmark.stats.stats.data
             if again.verdict != "regressed":
                 change = "" if again.ratio is None else f" ({again.ratio - 1:+.1%})"
                 note = f"regression not confirmed: {len(fresh)} fresh rounds found it {again.verdict}{change}"
                 comparison = dataclasses.replace(again, note=f"{note}; {again.note}" if again.note else note)
             else:
                 comparison = again
+    session.measured[benchmark.fullname] = benchmark.stats.stats.data
     annotate(benchmark, case, bound, session, statistics.median(benchmark.stats.stats.data))
     if comparison is not None:
         session.record(comparison)

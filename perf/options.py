@@ -127,8 +127,8 @@ def settings(config: pytest.Config) -> Settings:
     threshold = parse("perf-threshold", parse_threshold)
     alpha = parse("perf-alpha", _parse_alpha)
     if timer == "events":
-        accelerators = [n for n in backends or kernels.available_backends() if kernels.backend(n).device_name != "cpu"]
-        other = [n for n in accelerators if not kernels.backend(n).device_name.startswith("cuda")]
+        devices = {n: kernels.backend(n).device_name for n in backends or kernels.available_backends()}
+        other = [n for n, device in devices.items() if device != "cpu" and not device.startswith("cuda")]
         if other:
             text, where = _raw(config, "perf-timer")
             raise pytest.UsageError(f"{where}={text!r}: CUDA events time CUDA devices only, not {', '.join(other)}; "

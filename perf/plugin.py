@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,18 @@ class PerfSession:
     drift: dict[str, float] = field(default_factory=dict)   # name -> run-to-run drift floor
     history_runs: int = 0
 
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, object]:
+        """This machine's fingerprint, taken once (threads are pinned by then): saving, comparing
+        and the drift history all need it, and on a GPU machine it runs nvidia-smi."""
+        return machine.fingerprint()
+
     @property
     def compared(self) -> int:
         """How many benchmarks of this run have a baseline entry: the m of the Bonferroni split."""
         return sum(name in (self.baseline or {}) for name in self.collected) or 1
 
     def judge(self, name: str, samples: list[float], confirmed: int = 0) -> gate.Comparison | None:
-        self.measured[name] = samples
         if self.baseline is None or name not in self.baseline:
             return None
         base = self.baseline[name]["stats"].get("data")
@@ -147,7 +153,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     # The momentary clock differs run to run and would make every baseline look foreign.
     for key in ("hz_actual", "hz_actual_friendly"):
         machine_info.get("cpu", {}).pop(key, None)
-    machine_info["perf_fingerprint"] = machine.fingerprint()
+    machine_info["perf_fingerprint"] = perf_session(config).fingerprint
 
 
 def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession, machine_info: dict,
@@ -284,8 +290,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def gate_match(pattern: str, case: Case) -> bool:
-    from fnmatch import fnmatchcase
-
     return fnmatchcase(case.id, pattern) or pattern == case.group or pattern == case.stage
 
 
@@ -323,7 +327,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _load_history(config: pytest.Config, bs, perf: PerfSession) -> None:
     """The last ``perf_history`` saved runs of this fingerprint: how far unchanged code drifts here."""
     keep = int(config.getini("perf_history") or 5)
-    current = machine.fingerprint()
+    current = perf.fingerprint
     runs = [data for _, data in bs.storage.load()
             if data.get("machine_info", {}).get("perf_fingerprint") == current][-keep:]
     perf.history_runs = len(runs)

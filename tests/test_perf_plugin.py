@@ -577,7 +577,7 @@ def test_the_same_fingerprint_or_the_flag_lets_the_baseline_through():
 
 def test_machine_info_loses_the_momentary_clock_and_gains_the_fingerprint():
     info = {"cpu": {"brand_raw": "X", "hz_actual": [2.1e9, 0], "hz_actual_friendly": "2.1 GHz", "hz_advertised": [2.5e9, 0]}}
-    plugin.pytest_benchmark_update_machine_info(None, info)
+    plugin.pytest_benchmark_update_machine_info(perf_config(), info)
     assert info["cpu"] == {"brand_raw": "X", "hz_advertised": [2.5e9, 0]}
     assert info["perf_fingerprint"] == machine.fingerprint()
 
