@@ -1,6 +1,7 @@
 """Measure the gate itself on this machine: false alarms on unchanged code, detection of known slowdowns.
 
-    python -m perf.calibrate [--reps 5] [--rounds 16] [--sequential] [--out docs/results/gate.md] [--workdir DIR]
+    python -m perf.calibrate [--reps 5] [--rounds 16] [--recheck-rounds N] [--statistic min|median] [--sequential]
+                             [--skip-saved] [--skip-ab] [--out docs/results/gate.md] [--workdir DIR]
 
 Run from a clean checkout (A/B mode measures the committed HEAD against itself). Four
 experiments, each repeated --reps times:
@@ -25,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import machine
+from .ab import STATISTICS, read_round
 
 BACKENDS = ["--perf-backend", "numpy,torch-cpu"]
 AA = ["--perf-size", "seed", *BACKENDS, "-k", "not roofline"]
@@ -50,18 +52,22 @@ def comparisons(path: Path) -> list[dict]:
     return [c for c in json.loads(path.read_text())["comparisons"] if c["verdict"] not in ("new", "missing")]
 
 
-def ab(work: Path, name: str, rounds: int, select: list[str], inject: bool, duet: bool) -> tuple[list, list, float]:
-    """(gate rows, naive rows, wall seconds) of one A/B run; naive = round 1 alone against median:10%."""
+def ab(work: Path, name: str, opts: argparse.Namespace, select: list[str], inject: bool) -> tuple[list, list, dict]:
+    """(gate rows, naive rows, run facts) of one A/B run; naive = the medians of round 1 alone
+    against median:10%; facts: wall seconds and the recheck perf.ab reported."""
     out = work / f"{name}.json"
-    cmd = [sys.executable, "-m", "perf.ab", "--base", "HEAD", "--head", "HEAD", "--rounds", str(rounds),
-           "--json", str(out), "--workdir", str(work / name), "--mode", "duet" if duet else "sequential"]
+    cmd = [sys.executable, "-m", "perf.ab", "--base", "HEAD", "--head", "HEAD", "--rounds", str(opts.rounds),
+           "--json", str(out), "--workdir", str(work / name), "--mode", "sequential" if opts.sequential else "duet",
+           "--statistic", opts.statistic]
+    if opts.recheck_rounds is not None:
+        cmd += ["--recheck-rounds", str(opts.recheck_rounds)]
     if inject:
         cmd.append(f"--head-pytest-args={PLUGIN}")
     _, wall = sh([*cmd, "--", *select], INJECT if inject else None)
     doc = json.loads(out.read_text())
-    base, head = doc["rounds"]["base"][0], doc["rounds"]["head"][0]
+    base, head = (read_round(work / name / f"round-01-{side}.json", "median") for side in ("base", "head"))
     naive = [{"name": n, "ratio": head[n] / base[n]} for n in base if n in head]
-    return comparisons(out), naive, wall
+    return comparisons(out), naive, {"wall": wall, "recheck": doc["meta"].get("recheck", "")}
 
 
 def saved(work: Path, name: str, inject: bool) -> tuple[list[dict], list[dict]]:
@@ -91,10 +97,32 @@ def pct(k: int, n: int) -> str:
     return f"{k}/{n} ({k / n:.1%})" if n else "-"
 
 
+def by_backend(rows: list[dict], tag: str) -> str:
+    """'numpy k/n, torch-cpu k/n': flagged per backend among the rows whose name holds `tag`."""
+    cells = []
+    for backend in ("numpy", "torch-cpu"):
+        k, n = share(rows, lambda name, b=backend: tag in name and name.endswith(f"-{b}]"))
+        cells.append(f"{backend} {k}/{n}")
+    return ", ".join(cells)
+
+
+def minutes(facts: list[dict]) -> str:
+    walls = [f["wall"] / 60 for f in facts] or [float("nan")]
+    return f"{min(walls):.1f} to {max(walls):.1f} min"
+
+
+def rechecks(facts: list[dict]) -> str:
+    done = [f for f in facts if f["recheck"] and f["recheck"][0].isdigit()]
+    return f"{len(done)} of {len(facts)} runs"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
     parser.add_argument("--rounds", type=int, default=16, help="A/B rounds (default 16, as python -m perf.ab)")
+    parser.add_argument("--recheck-rounds", type=int, help="A/B recheck rounds (default: perf.ab's, 2 x --rounds)")
+    parser.add_argument("--statistic", choices=list(STATISTICS), default=next(iter(STATISTICS)),
+                        help="A/B per-process statistic (default: perf.ab's)")
     parser.add_argument("--sequential", action="store_true", help="A/B in sequential mode (default: duet)")
     parser.add_argument("--skip-saved", action="store_true", help="measure the A/B mode only")
     parser.add_argument("--skip-ab", action="store_true", help="measure the saved-baseline mode only")
@@ -107,15 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(timezone.utc)
 
     res: dict[str, list] = {k: [] for k in ("ab_aa", "ab_aa_naive", "ab_det", "ab_det_naive", "sb_aa", "sb_aa_naive",
-                                            "sb_det", "sb_det_naive", "walls")}
+                                            "sb_det", "sb_det_naive", "aa_runs", "det_runs")}
     for rep in range(0 if args.skip_ab else args.reps):
-        rows, naive, wall = ab(work, f"ab-aa-{rep}", args.rounds, AA, inject=False, duet=not args.sequential)
+        rows, naive, facts = ab(work, f"ab-aa-{rep}", args, AA, inject=False)
         res["ab_aa"] += rows
         res["ab_aa_naive"] += naive
-        res["walls"].append(wall)
-        rows, naive, _ = ab(work, f"ab-det-{rep}", args.rounds, DETECT, inject=True, duet=not args.sequential)
+        res["aa_runs"].append(facts)
+        rows, naive, facts = ab(work, f"ab-det-{rep}", args, DETECT, inject=True)
         res["ab_det"] += rows
         res["ab_det_naive"] += naive
+        res["det_runs"].append(facts)
     save = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider",
             f"--benchmark-storage=file://{work}/saved", "--benchmark-autosave", *SAVED]
     for _ in range(0 if args.skip_saved else 3):
@@ -138,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{(datetime.now(timezone.utc) - started).total_seconds() / 60:.0f} min.",
         f"Command: `python -m perf.calibrate {' '.join(argv if argv is not None else sys.argv[1:])}` "
         f"({args.reps} repetitions; A/B with {args.rounds} rounds{', sequential' if args.sequential else ', duet'}, "
+        f"per-process {args.statistic}, recheck "
+        f"{args.recheck_rounds if args.recheck_rounds is not None else 2 * args.rounds} rounds; "
         "default threshold and alpha).",
         "",
         "Flagged = verdict REGRESSED (what fails the gate). Plain = `--benchmark-compare-fail=median:10%` on the same "
@@ -157,19 +188,20 @@ def main(argv: list[str] | None = None) -> int:
         f"## Detection: slowdowns injected by tests/plugins/slowdown.py (`PERF_SLOWDOWN={INJECT['PERF_SLOWDOWN']}`; "
         "target: at least 90% in A/B mode)",
         "",
-        "| injected | mode | gate: flagged | plain median:10%: flagged |",
-        "|---|---|---:|---:|",
+        "| injected | mode | gate: flagged | per backend | plain median:10%: flagged |",
+        "|---|---|---:|---|---:|",
     ]
     for tag, what in (("seed-relu-", "relu +25% at seed (microseconds)"), ("compute-grad_w1-", "grad_w1 +10% at compute")):
         for mode, key in (("A/B", "ab_det"), ("saved baseline", "sb_det")):
             pick = lambda n, t=tag: t in n  # noqa: E731
             gate_cell, plain_cell = pct(*share(res[key], pick)), pct(*naive_share(res[key + "_naive"], pick))
-            lines.append(f"| {what} | {mode} | {gate_cell} | {plain_cell} |")
-    walls = res["walls"] or [float("nan")]
+            lines.append(f"| {what} | {mode} | {gate_cell} | {by_backend(res[key], tag)} | {plain_cell} |")
     lines += ["", "## Cost", "",
               f"A/B over `{shlex.join(AA)}` with {args.rounds} rounds{' (sequential)' if args.sequential else ' (duet)'}: "
-              f"{min(walls) / 60:.1f} to {max(walls) / 60:.1f} min "
-              "per run (target: within 10 minutes on 2 cores).", ""]
+              f"{minutes(res['aa_runs'])} per run, recheck included (needed in {rechecks(res['aa_runs'])}); "
+              "target: within 10 minutes on 2 cores.",
+              f"Detection runs (`{shlex.join(DETECT)}`): {minutes(res['det_runs'])} per run "
+              f"(recheck needed in {rechecks(res['det_runs'])}).", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
