@@ -1,6 +1,7 @@
 """Interleaved A/B: measure two git revisions on this machine, in this job, and decide per benchmark.
 
-    python -m perf.ab [--base REV] [--head REV] [--rounds R] [--threshold 5%] [--alpha 0.05]
+    python -m perf.ab [--base REV] [--head REV] [--rounds R] [--recheck-rounds N] [--statistic min|median]
+                      [--mode auto|duet|sequential] [--threshold 5%] [--alpha 0.05] [--confidence 0.95]
                       [--json PATH] [--markdown PATH] [--workdir DIR] [--seed S] [--repo DIR]
                       [--head-pytest-args "..."] [--base-pytest-args "..."] [-- PYTEST ARGS...]
 
@@ -26,14 +27,16 @@ Modes (--mode): ``duet`` runs base and head of a round at the same time, each pi
 own half of the CPUs (which half alternates with the round order), so both see the same
 moment of a shared machine; ``sequential`` runs them one after the other. ``auto`` (the
 default) is duet with at least 2 CPUs and no GPU visible (sides would share an accelerator),
-else sequential. Default R = 16: the paired t-test on 16 rounds, with Holm over ~24
-benchmarks, detected every injected 10-25% slowdown on the 2-core development VM in duet
-mode, where sequential rounds had detected half (docs/results/gate.md); a duet round of the
-seed selection takes about 13 s there, so R = 16 costs about 3.5 minutes. Wilcoxon could not
-flag anything at small R (see gate.py). The recheck's rounds pool with the first R: a second
-look that only happens when the first could not decide, and whose REGRESSED still needs the
-whole interval past the threshold; under A/A it adds no false alarm in simulation
-(tests/test_ab.py) or on this VM.
+else sequential.
+
+The test is Yuen's trimmed paired t-test on the log ratios (gate.compare_paired): on a shared
+machine a whole process now and then runs 30-60% slow on every benchmark, and the trimmed
+mean sets such rounds aside. Default R = 16: a duet round of the seed selection takes about
+13 s on the 2-core development VM, so R = 16 costs about 3.5 minutes there. The recheck's
+rounds pool with the first R: a second look that only happens when the first could not
+decide, and whose REGRESSED still needs the whole interval past the threshold; under A/A it
+keeps the suite-wide false-alarm rate within alpha in simulation (tests/test_ab.py). What
+this design detects and how often it cries wolf on that VM: docs/results/gate.md.
 """
 
 from __future__ import annotations
@@ -469,10 +472,11 @@ def run(opts: argparse.Namespace) -> int:
                 remove_worktree(repo, tree)
 
     per_process = "minima" if opts.statistic == "min" else "medians"
+    how = ("A/B, duet: base and head at once on disjoint CPUs in each round" if opts.mode == "duet"
+           else "A/B, interleaved rounds")
     meta = {
         "title": "Performance A/B",
-        "mode": ("A/B, duet: base and head at once on disjoint CPUs in each round" if opts.mode == "duet" else
-                 "A/B, interleaved rounds") + f" in fresh processes, paired t-test on log ratios of per-process {per_process}",
+        "mode": how + f" in fresh processes, Yuen's trimmed paired t-test on log ratios of per-process {per_process}",
         "base": base_label,
         "head": head_label,
         "rounds": opts.rounds,

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,6 +118,40 @@ def rechecks(facts: list[dict]) -> str:
     return f"{len(done)} of {len(facts)} runs"
 
 
+def spreads(work: Path, prefix: str) -> dict[str, dict[str, float]]:
+    """{benchmark id: {statistic: median over runs of the sd of its round log ratios}}, from the
+    first rounds of the A/B runs work/PREFIX-*/ (the recheck's are left out): how much each
+    per-process statistic moves from round to round."""
+    per_run: dict[str, dict[str, list[float]]] = {}
+    for run in sorted(work.glob(f"{prefix}-*/")):
+        count = len(list(run.glob("round-*-base.json")))
+        for statistic in STATISTICS:
+            rounds = {side: [read_round(run / f"round-{r:02d}-{side}.json", statistic) for r in range(1, count + 1)]
+                      for side in ("base", "head")}
+            for name in rounds["base"][0]:
+                logs = [math.log(h[name] / b[name]) for b, h in zip(rounds["base"], rounds["head"]) if name in b and name in h]
+                if len(logs) > 2:
+                    per_run.setdefault(name.partition("[")[2].rstrip("]"), {}).setdefault(statistic, []).append(
+                        statistics.stdev(logs))
+    return {name: {k: statistics.median(v) for k, v in by.items()} for name, by in per_run.items()}
+
+
+def spread_table(work: Path) -> list[str]:
+    rows = {**spreads(work, "ab-aa"), **{k: v for k, v in spreads(work, "ab-det").items() if k.startswith("compute-")}}
+    if not rows:
+        return []
+    lines = ["## Round-to-round spread by per-process statistic", "",
+             "Standard deviation of the log ratios head/base over the first rounds of each A/B run (median over the "
+             "runs; detection runs for the compute-size rows, A/A runs for the rest): what the paired test sees. "
+             "Smaller is a narrower interval for the same rounds.", "",
+             "| benchmark | minimum | median | median / minimum |", "|---|---:|---:|---:|"]
+    for name, by in rows.items():
+        lo, mid = by.get("min"), by.get("median")
+        ratio = f"{mid / lo:.2f}" if lo and mid else "-"
+        lines.append(f"| {name} | {lo:.3f} | {mid:.3f} | {ratio} |")
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
@@ -202,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
               "target: within 10 minutes on 2 cores.",
               f"Detection runs (`{shlex.join(DETECT)}`): {minutes(res['det_runs'])} per run "
               f"(recheck needed in {rechecks(res['det_runs'])}).", ""]
+    lines += spread_table(work)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))

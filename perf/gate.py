@@ -6,9 +6,10 @@ Pure functions of samples (seconds per call): no torch, no pytest. Two modes sha
   current run. Change = ratio of medians, with a percentile-bootstrap confidence interval;
   test = Mann-Whitney U (two-sided). ``tests=m`` applies Bonferroni (alpha/m), so each benchmark
   can be decided alone; ``holm`` over the whole set is uniformly more powerful.
-* A/B (``compare_paired``): one median per fresh process, R rounds of base and head interleaved,
-  paired by round. Change = geometric mean of the per-round ratios; test = paired t-test on the
-  log ratios, with its t interval; ``holm`` then controls the suite-wide false-alarm rate.
+* A/B (``compare_paired``): one number per fresh process, R rounds of base and head
+  interleaved, paired by round. Change = exp of the 20%-trimmed mean of the per-round log
+  ratios; test = Yuen's trimmed paired t-test on them, with its interval; ``holm`` then
+  controls the suite-wide false-alarm rate.
 
 The rule (``classify``): REGRESSED only when the change is significant AND its whole interval
 lies past the threshold (ci_low > 1 + t); IMPROVED symmetrically (ci_high < 1 / (1 + t));
@@ -252,19 +253,42 @@ def compare_unpaired(name, baseline, current, threshold, *, alpha=0.05, tests=1,
 
 # --------------------------------------------------------------------------- A/B, paired
 
+TRIM = 0.2  # share of the rounds set aside at each end by the paired test
+
+
+def trimmed_t(d: np.ndarray, trim: float = TRIM) -> tuple[float, float, int]:
+    """(trimmed mean, its standard error, degrees of freedom) of `d`: Yuen's one-sample form.
+
+    g = floor(trim * n) values are set aside at each end; se = winsorized sd / ((1 - 2g/n) sqrt n);
+    df = n - 2g - 1. With g = 0 (n < 5 at 20%) these are the mean, its usual se and n - 1.
+    """
+    x = np.sort(np.asarray(d, dtype=float))
+    n = x.size
+    g = int(trim * n)
+    kept = x[g:n - g]
+    winsorized = np.clip(x, kept[0], kept[-1])
+    se = float(np.std(winsorized, ddof=1)) / ((kept.size / n) * math.sqrt(n))
+    return float(np.mean(kept)), se, kept.size - 1
+
 
 def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence=0.95, seed=0) -> Comparison:
-    """Round i of base against round i of head (one median per fresh process and side).
+    """Round i of base against round i of head (one number per fresh process and side).
 
-    Test: paired t-test on d_i = log(current_i / baseline_i); ratio = exp(mean d), the geometric
-    mean of the per-round ratios; interval = exp(mean d +- t_{df, (1+confidence)/2} * se).
+    Test: Yuen's paired test on d_i = log(current_i / baseline_i), the t-test of their 20%-trimmed
+    mean (``trimmed_t``); ratio = exp(trimmed mean of d); interval = exp(trimmed mean +-
+    t_{df, (1+confidence)/2} * se). Below 5 rounds nothing is trimmed: the plain paired t-test.
     Threshold: raised to the noise floor of baseline_i / sqrt(baseline_i * current_i), the
     baseline relative to its round's level (drift cancelled, as in the test itself).
-    Why t and not Wilcoxon signed-rank: with the few rounds a CI job can afford, Wilcoxon's
-    p-values are discrete with a floor of 2 / 2**R (R=8: 0.0078), above Holm's first cut-off
-    alpha/m (0.05/22 = 0.0023), so nothing could ever be flagged; the t-test's p is continuous.
-    Timing noise is multiplicative, so log ratios are close to normal, where the t-test is
-    exact; an outlier round inflates the variance and costs power, never a false alarm.
+    Why trimmed: on a shared machine a whole process now and then runs 30-60% slow on every
+    benchmark (its CPU was taken for most of its life), so the log ratios are normal but for a
+    few wild rounds. The plain mean and variance follow those rounds, which cost power (a 10%
+    slowdown of a matmul was missed in 2 of 5 runs); the trimmed mean sets them aside and the
+    winsorized variance keeps the test honest (Yuen 1974; Wilcox, "Introduction to Robust
+    Estimation and Hypothesis Testing"). Under A/A the log ratios are symmetric about 0, where
+    the trimmed mean is 0, so false alarms stay at alpha.
+    Why not Wilcoxon signed-rank: its p-values are discrete with a floor of 2 / 2**R (R=8:
+    0.0078), above Holm's first cut-off alpha/m (0.05/22 = 0.0023) at the few rounds a quick
+    run affords, so nothing could ever be flagged; the trimmed t's p is continuous.
     p_adjusted is left None (``holm`` fills it); `seed` is unused (no resampling), kept so both
     compare functions take the same arguments.
     """
@@ -298,17 +322,15 @@ def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence
         return Comparison(verdict=INCONCLUSIVE, ratio=ratio, note=_join(note, *notes), **base)
 
     d = np.log(c) - np.log(b)
-    mean = float(np.mean(d))
+    mean, se, df = trimmed_t(d)
     ratio = math.exp(mean)
-    if np.ptp(d) == 0:
+    if se == 0:
         if mean == 0:  # identical rounds: nothing changed
             p, low, high = 1.0, 1.0, 1.0
         else:
             p, low, high = 0.0, ratio, ratio
             notes.append("zero variance of the round ratios: decided on the ratio")
     else:
-        df = d.size - 1
-        se = float(np.std(d, ddof=1)) / math.sqrt(d.size)
         p = float(2 * stats.t.sf(abs(mean) / se, df))
         half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
         low, high = math.exp(mean - half), math.exp(mean + half)
