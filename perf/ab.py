@@ -12,9 +12,10 @@ Each of R rounds runs base and head in fresh ``python -m pytest perf`` processes
 own tree (so each side uses its own kernels and perf plugin), in an order balanced over the
 rounds and shuffled with --seed. Per benchmark and process one number is kept (--statistic:
 the minimum of the raw samples by default, or their median); round i of base is paired with
-round i of head; ``gate.compare_paired`` + ``gate.holm`` decide. Benchmarks left INCONCLUSIVE
-are measured again, once, alone, in --recheck-rounds more rounds (default 2R), and decided on
-all their rounds. Exit status: 0 pass, 1 at least one REGRESSED, 2 usage or environment error.
+round i of head; ``gate.compare_paired`` + ``gate.holm`` decide. Benchmarks left undecided
+(INCONCLUSIVE, or UNCHANGED with an interval still reaching past the threshold) are measured
+again, once, alone, in --recheck-rounds more rounds (default 2R), and decided on all their
+rounds. Exit status: 0 pass, 1 at least one REGRESSED, 2 usage or environment error.
 
 Why the minimum: the noise of a shared machine only ever adds time, in bursts that catch
 some processes and not others, so the fastest sample of a process moves least from process
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", metavar="R", type=int, default=DEFAULT_ROUNDS,
                    help=f"rounds of base+head (default {DEFAULT_ROUNDS})")
     p.add_argument("--recheck-rounds", metavar="N", type=int, default=None,
-                   help="rounds measuring again, once, only the benchmarks left inconclusive (default 2 x --rounds; 0: none)")
+                   help="rounds measuring again, once, only the benchmarks left undecided (default 2 x --rounds; 0: none)")
     p.add_argument("--statistic", choices=list(STATISTICS), default=next(iter(STATISTICS)),
                    help="what each process contributes per benchmark: the minimum of its samples (default) or the median")
     p.add_argument("--threshold", default=DEFAULT_THRESHOLD,
@@ -218,8 +219,14 @@ def decide(base_rounds, head_rounds, threshold: float, alpha: float = 0.05, conf
 
 
 def to_recheck(comparisons: Sequence[gate.Comparison]) -> list[str]:
-    """Names of the paired benchmarks left INCONCLUSIVE: the ones measured again."""
-    return [c.name for c in comparisons if c.verdict == gate.INCONCLUSIVE and c.n_baseline and c.n_current]
+    """Names of the paired benchmarks left undecided, the ones measured again: INCONCLUSIVE, or
+    UNCHANGED with an interval that still reaches past the regression threshold (the estimate
+    is within it, but a regression of that size is not ruled out)."""
+    def undecided(c: gate.Comparison) -> bool:
+        if c.verdict == gate.UNCHANGED:
+            return c.ci_high is not None and c.ci_high > 1 + c.threshold
+        return c.verdict == gate.INCONCLUSIVE and bool(c.n_baseline and c.n_current)
+    return [c.name for c in comparisons if undecided(c)]
 
 
 def recheck_args(args: Sequence[str], names: Sequence[str]) -> list[str]:
@@ -462,7 +469,7 @@ def run(opts: argparse.Namespace) -> int:
             comps = decide(results[BASE], results[HEAD], opts.threshold, opts.alpha, opts.confidence)
             names = to_recheck(comps) if opts.recheck_rounds else []
             if names:
-                log(f"{len(names)} inconclusive: measuring them again, {opts.recheck_rounds} rounds")
+                log(f"{len(names)} undecided: measuring them again, {opts.recheck_rounds} rounds")
                 again_orders = round_orders(opts.recheck_rounds, opts.seed + 1)
                 again = measure(again_orders, {side: recheck_args(args, names) for side, args in side_args.items()},
                                 "recheck")
@@ -483,7 +490,7 @@ def run(opts: argparse.Namespace) -> int:
         "order": [f"{a[0].upper()}{b[0].upper()}" for a, b in orders],
         "order seed": opts.seed,
         "statistic": f"{opts.statistic} of each process's samples",
-        "recheck": (f"{opts.recheck_rounds} more rounds of the {len(names)} inconclusive benchmark(s), "
+        "recheck": (f"{opts.recheck_rounds} more rounds of the {len(names)} undecided benchmark(s), "
                     f"order seed {opts.seed + 1}" if names else
                     "none needed" if opts.recheck_rounds else "off"),
         "threshold": f"{opts.threshold * 100:.3g}% (raised where a benchmark's baseline noise floor is higher)",

@@ -136,12 +136,16 @@ def as_rounds(values: dict[str, list[float]]) -> list[dict[str, float]]:
     return [dict(zip(values, column)) for column in zip(*values.values())]
 
 
-def test_to_recheck_takes_the_inconclusive_paired_benchmarks_only():
-    c = functools.partial(gate.Comparison, threshold=0.05)
-    rows = [c("a", gate.INCONCLUSIVE, n_baseline=16, n_current=16), c("b", gate.UNCHANGED, n_baseline=16, n_current=16),
-            c("c", gate.REGRESSED, n_baseline=16, n_current=16), c("d", gate.NEW, n_current=16),
-            c("e", gate.MISSING, n_baseline=16), c("f", gate.INCONCLUSIVE, n_baseline=16, n_current=16)]
-    assert ab.to_recheck(rows) == ["a", "f"]
+def test_to_recheck_takes_the_undecided_paired_benchmarks_only():
+    c = functools.partial(gate.Comparison, threshold=0.05, n_baseline=16, n_current=16)
+    rows = [c("a", gate.INCONCLUSIVE, ratio=1.08, ci_low=0.98, ci_high=1.19),
+            c("b", gate.UNCHANGED, ratio=1.0, ci_low=0.99, ci_high=1.01),
+            c("wide", gate.UNCHANGED, ratio=1.03, ci_low=0.97, ci_high=1.09),  # a 5% regression not ruled out
+            c("low", gate.UNCHANGED, ratio=0.98, ci_low=0.90, ci_high=1.04),  # only an improvement not ruled out
+            c("c", gate.REGRESSED, ratio=1.2, ci_low=1.1, ci_high=1.3),
+            c("d", gate.NEW, n_baseline=0), c("e", gate.MISSING, n_current=0),
+            c("f", gate.INCONCLUSIVE, ratio=0.9, ci_low=0.8, ci_high=1.01)]
+    assert ab.to_recheck(rows) == ["a", "wide", "f"]
 
 
 def test_recheck_args_select_the_names_and_keep_the_options():
@@ -184,9 +188,9 @@ def two_stage(rng, shift: float, sd: float, recheck: int, m: int = 6) -> list[ga
 
 
 def test_recheck_keeps_the_suite_wide_false_alarm_rate_on_constructed_rounds():
-    # Log-ratio spread 0.25 per round (a microsecond stage on the 2-core VM): many first looks
-    # end INCONCLUSIVE and get a second look; the chance of any false alarm in a suite of 6 must
-    # stay within alpha (Holm's promise for one look).
+    # Log-ratio spread 0.25 per round (a noisy microsecond stage on the 2-core VM, medians): the
+    # first looks leave benchmarks undecided and get a second look; the chance of any false
+    # alarm in a suite of 6 must stay within alpha (Holm's promise for one look).
     rng = np.random.default_rng(2026)
     suites = [two_stage(rng, 1.0, 0.25 / np.sqrt(2), 2 * ab.DEFAULT_ROUNDS) for _ in range(400)]
     rechecked = sum(any("measured again" in c.note for c in suite) for suite in suites)
@@ -308,13 +312,13 @@ def test_ab_rechecks_the_inconclusive_benchmarks_alone(repo, tmp_path, capsys):
                       *FAST])
     captured = capsys.readouterr()
     assert status in (0, 1), captured.out + captured.err
-    assert "1 inconclusive: measuring them again, 3 rounds" in captured.err and "recheck 3/3" in captured.err
+    assert "1 undecided: measuring them again, 3 rounds" in captured.err and "recheck 3/3" in captured.err
     doc = json.loads((tmp_path / "ab.json").read_text())
     rows = {c["name"].split("::")[1]: c for c in doc["comparisons"]}
     assert rows["test_work"]["n_baseline"] == rows["test_work"]["n_current"] == 7
     assert rows["test_work"]["note"].startswith("measured again: 3 more rounds")
     assert rows["test_steady"]["n_baseline"] == 4 and rows["test_added"]["verdict"] == gate.NEW
-    assert doc["meta"]["recheck"].startswith("3 more rounds of the 1 inconclusive benchmark(s)")
+    assert doc["meta"]["recheck"].startswith("3 more rounds of the 1 undecided benchmark(s)")
     again = [json.loads(p.read_text()) for p in sorted(work.glob("recheck-0?-*.json"))]
     assert len(again) == 6 and all([b["name"] for b in d["benchmarks"]] == ["test_work"] for d in again)
     assert [list(r) for r in doc["recheck rounds"][HEAD]] == [["perf/test_fake.py::test_work"]] * 3
