@@ -20,9 +20,10 @@ rounds. Exit status: 0 pass, 1 at least one REGRESSED, 2 usage or environment er
 Why the minimum: the noise of a shared machine only ever adds time, in bursts that catch
 some processes and not others, so the fastest sample of a process moves least from process
 to process (Chen and Revels, "Robust benchmarking in noisy environments", 2016). On the
-2-core development VM the round-to-round spread of the log ratios was 1.3 to 2.5 times
-smaller with minima than with medians (docs/results/gate.md). The median remains available
-for code whose typical call, not its best one, is what changed.
+2-core development VM the round-to-round spread of the log ratios was 1.2 to 4 times smaller
+with minima than with medians, and up to 20 times once the trimmed test sets wild rounds aside
+(docs/results/gate.md). The median remains available for code whose typical call, not its
+best one, is what changed.
 
 Modes (--mode): ``duet`` runs base and head of a round at the same time, each pinned to its
 own half of the CPUs (which half alternates with the round order), so both see the same

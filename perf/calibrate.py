@@ -1,7 +1,7 @@
 """Measure the gate itself on this machine: false alarms on unchanged code, detection of known slowdowns.
 
     python -m perf.calibrate [--reps 5] [--rounds 16] [--recheck-rounds N] [--statistic min|median] [--sequential]
-                             [--skip-saved] [--skip-ab] [--out docs/results/gate.md] [--workdir DIR]
+                             [--skip-saved] [--skip-ab] [--out docs/results/gate.md] [--workdir DIR] [--render]
 
 Run from a clean checkout (A/B mode measures the committed HEAD against itself). Four
 experiments, each repeated --reps times:
@@ -9,7 +9,9 @@ experiments, each repeated --reps times:
 - A/A, saved-baseline mode: 3 saved runs, then pytest perf --benchmark-compare against them.
 - Detection, both modes: the same with a slowdown injected into the head / current side by the
   test-only plugin tests/plugins/slowdown.py (relu +25% at seed, grad_w1 +10% at compute).
-Beside each, what a plain --benchmark-compare-fail=median:10% makes of the same data.
+Beside each, what a plain --benchmark-compare-fail=median:10% makes of the same data, and how
+much each per-process statistic moves from round to round. Everything lands in --workdir
+(summary.json and every process's JSON); --render writes the report again from there.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from . import machine
 from .ab import STATISTICS, read_round
+from .gate import TRIM
 
 BACKENDS = ["--perf-backend", "numpy,torch-cpu"]
 AA = ["--perf-size", "seed", *BACKENDS, "-k", "not roofline"]
@@ -118,10 +121,20 @@ def rechecks(facts: list[dict]) -> str:
     return f"{len(done)} of {len(facts)} runs"
 
 
+def winsorized_sd(values: list[float], trim: float = TRIM) -> float:
+    """The sd after pulling the trim share at each end in to the nearest kept value: the scale
+    the A/B's trimmed test works with."""
+    x = sorted(values)
+    g = int(trim * len(x))
+    kept = x[g:len(x) - g]
+    return statistics.stdev([min(max(v, kept[0]), kept[-1]) for v in x])
+
+
 def spreads(work: Path, prefix: str) -> dict[str, dict[str, float]]:
-    """{benchmark id: {statistic: median over runs of the sd of its round log ratios}}, from the
-    first rounds of the A/B runs work/PREFIX-*/ (the recheck's are left out): how much each
-    per-process statistic moves from round to round."""
+    """{benchmark id: {"STATISTIC" or "STATISTIC/w": median over runs of the sd, or the
+    winsorized sd, of its round log ratios}}, from the first rounds of the A/B runs
+    work/PREFIX-*/ (the recheck's are left out): how much each per-process statistic moves
+    from round to round."""
     per_run: dict[str, dict[str, list[float]]] = {}
     for run in sorted(work.glob(f"{prefix}-*/")):
         count = len(list(run.glob("round-*-base.json")))
@@ -131,8 +144,9 @@ def spreads(work: Path, prefix: str) -> dict[str, dict[str, float]]:
             for name in rounds["base"][0]:
                 logs = [math.log(h[name] / b[name]) for b, h in zip(rounds["base"], rounds["head"]) if name in b and name in h]
                 if len(logs) > 2:
-                    per_run.setdefault(name.partition("[")[2].rstrip("]"), {}).setdefault(statistic, []).append(
-                        statistics.stdev(logs))
+                    row = per_run.setdefault(name.partition("[")[2].rstrip("]"), {})
+                    row.setdefault(statistic, []).append(statistics.stdev(logs))
+                    row.setdefault(f"{statistic}/w", []).append(winsorized_sd(logs))
     return {name: {k: statistics.median(v) for k, v in by.items()} for name, by in per_run.items()}
 
 
@@ -141,35 +155,22 @@ def spread_table(work: Path) -> list[str]:
     if not rows:
         return []
     lines = ["## Round-to-round spread by per-process statistic", "",
-             "Standard deviation of the log ratios head/base over the first rounds of each A/B run (median over the "
-             "runs; detection runs for the compute-size rows, A/A runs for the rest): what the paired test sees. "
-             "Smaller is a narrower interval for the same rounds.", "",
-             "| benchmark | minimum | median | median / minimum |", "|---|---:|---:|---:|"]
+             "Spread of the log ratios head/base over the first rounds of each A/B run (median over the runs; "
+             "detection runs for the compute-size rows, A/A runs for the rest): the standard deviation, and the "
+             f"{TRIM:.0%}-winsorized one that the A/B's trimmed test works with (a round whose whole process ran slow "
+             "counts in the first, hardly in the second). Smaller is a narrower interval for the same rounds.", "",
+             "| benchmark | minimum: sd | minimum: winsorized | median: sd | median: winsorized | median / minimum |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, by in rows.items():
-        lo, mid = by.get("min"), by.get("median")
+        cells = [f"{by[k]:.3f}" if k in by else "-" for k in ("min", "min/w", "median", "median/w")]
+        lo, mid = by.get("min/w"), by.get("median/w")
         ratio = f"{mid / lo:.2f}" if lo and mid else "-"
-        lines.append(f"| {name} | {lo:.3f} | {mid:.3f} | {ratio} |")
+        lines.append(f"| {name} | {' | '.join(cells)} | {ratio} |")
     return [*lines, ""]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
-    parser.add_argument("--rounds", type=int, default=16, help="A/B rounds (default 16, as python -m perf.ab)")
-    parser.add_argument("--recheck-rounds", type=int, help="A/B recheck rounds (default: perf.ab's, 2 x --rounds)")
-    parser.add_argument("--statistic", choices=list(STATISTICS), default=next(iter(STATISTICS)),
-                        help="A/B per-process statistic (default: perf.ab's)")
-    parser.add_argument("--sequential", action="store_true", help="A/B in sequential mode (default: duet)")
-    parser.add_argument("--skip-saved", action="store_true", help="measure the A/B mode only")
-    parser.add_argument("--skip-ab", action="store_true", help="measure the saved-baseline mode only")
-    parser.add_argument("--out", default="docs/results/gate.md", help="where to write the results (Markdown)")
-    parser.add_argument("--workdir", help="keep every JSON here (default: a temporary directory)")
-    args = parser.parse_args(argv)
-    machine.pin_threads(1)  # as the measured runs do, so the fingerprint below is theirs
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="perf-calibrate-"))
-    work.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(timezone.utc)
-
+def measure(args: argparse.Namespace, work: Path) -> dict[str, list]:
+    """Run every experiment; the rows and run facts that the report is made of."""
     res: dict[str, list] = {k: [] for k in ("ab_aa", "ab_aa_naive", "ab_det", "ab_det_naive", "sb_aa", "sb_aa_naive",
                                             "sb_det", "sb_det_naive", "aa_runs", "det_runs")}
     for rep in range(0 if args.skip_ab else args.reps):
@@ -192,20 +193,18 @@ def main(argv: list[str] | None = None) -> int:
         rows, naive = saved(work, f"sb-det-{rep}", inject=True)
         res["sb_det"] += rows
         res["sb_det_naive"] += naive
-    (work / "summary.json").write_text(json.dumps(res, indent=1))
+    return res
 
-    fp = machine.fingerprint()
+
+def render(res: dict[str, list], meta: dict, work: Path) -> list[str]:
+    """The Markdown report (lines) from measure()'s results and the run's `meta`."""
+    design = (f"A/B with {meta['rounds']} rounds, {'sequential' if meta['sequential'] else 'duet'}, per-process "
+              f"{meta['statistic']}, recheck {meta['recheck_rounds']} rounds")
     lines = [
         "# The gate, measured",
         "",
-        f"Machine: {fp['cpu']}, {fp['cpus']} vCPUs (shared), threads {fp['threads']}, torch {fp['torch']}, "
-        f"numpy {fp['numpy']}. Started {started:%Y-%m-%d %H:%M} UTC, took "
-        f"{(datetime.now(timezone.utc) - started).total_seconds() / 60:.0f} min.",
-        f"Command: `python -m perf.calibrate {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"({args.reps} repetitions; A/B with {args.rounds} rounds{', sequential' if args.sequential else ', duet'}, "
-        f"per-process {args.statistic}, recheck "
-        f"{args.recheck_rounds if args.recheck_rounds is not None else 2 * args.rounds} rounds; "
-        "default threshold and alpha).",
+        f"Machine: {meta['machine']}. Started {meta['started']} UTC, took {meta['minutes']:.0f} min.",
+        f"Command: `{meta['command']}` ({meta['reps']} repetitions; {design}; default threshold and alpha).",
         "",
         "Flagged = verdict REGRESSED (what fails the gate). Plain = `--benchmark-compare-fail=median:10%` on the same "
         "data: in saved-baseline mode the same two runs' medians; in A/B mode the first base and head processes alone.",
@@ -233,12 +232,55 @@ def main(argv: list[str] | None = None) -> int:
             gate_cell, plain_cell = pct(*share(res[key], pick)), pct(*naive_share(res[key + "_naive"], pick))
             lines.append(f"| {what} | {mode} | {gate_cell} | {by_backend(res[key], tag)} | {plain_cell} |")
     lines += ["", "## Cost", "",
-              f"A/B over `{shlex.join(AA)}` with {args.rounds} rounds{' (sequential)' if args.sequential else ' (duet)'}: "
-              f"{minutes(res['aa_runs'])} per run, recheck included (needed in {rechecks(res['aa_runs'])}); "
-              "target: within 10 minutes on 2 cores.",
+              f"A/B over `{shlex.join(AA)}` ({design}): {minutes(res['aa_runs'])} per run, recheck included "
+              f"(needed in {rechecks(res['aa_runs'])}); target: within 10 minutes on 2 cores.",
               f"Detection runs (`{shlex.join(DETECT)}`): {minutes(res['det_runs'])} per run "
               f"(recheck needed in {rechecks(res['det_runs'])}).", ""]
-    lines += spread_table(work)
+    return lines + spread_table(work)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
+    parser.add_argument("--rounds", type=int, default=16, help="A/B rounds (default 16, as python -m perf.ab)")
+    parser.add_argument("--recheck-rounds", type=int, help="A/B recheck rounds (default: perf.ab's, 2 x --rounds)")
+    parser.add_argument("--statistic", choices=list(STATISTICS), default=next(iter(STATISTICS)),
+                        help="A/B per-process statistic (default: perf.ab's)")
+    parser.add_argument("--sequential", action="store_true", help="A/B in sequential mode (default: duet)")
+    parser.add_argument("--skip-saved", action="store_true", help="measure the A/B mode only")
+    parser.add_argument("--skip-ab", action="store_true", help="measure the saved-baseline mode only")
+    parser.add_argument("--out", default="docs/results/gate.md", help="where to write the results (Markdown)")
+    parser.add_argument("--workdir", help="keep every JSON here (default: a temporary directory)")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: write the report again from --workdir's summary.json and run files")
+    args = parser.parse_args(argv)
+    if args.render:
+        if not args.workdir:
+            parser.error("--render needs --workdir (a calibration's working directory)")
+        work = Path(args.workdir)
+        try:
+            doc = json.loads((work / "summary.json").read_text())
+            res, meta = doc["results"], doc["meta"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            parser.error(f"--render: no calibration summary in {work}/summary.json ({e})")
+    else:
+        machine.pin_threads(1)  # as the measured runs do, so the fingerprint below is theirs
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="perf-calibrate-"))
+        work.mkdir(parents=True, exist_ok=True)
+        started = datetime.now(timezone.utc)
+        res = measure(args, work)
+        fp = machine.fingerprint()
+        meta = {
+            "machine": f"{fp['cpu']}, {fp['cpus']} vCPUs (shared), threads {fp['threads']}, torch {fp['torch']}, "
+                       f"numpy {fp['numpy']}",
+            "started": f"{started:%Y-%m-%d %H:%M}",
+            "minutes": (datetime.now(timezone.utc) - started).total_seconds() / 60,
+            "command": f"python -m perf.calibrate {shlex.join(argv if argv is not None else sys.argv[1:])}",
+            "reps": args.reps, "rounds": args.rounds, "sequential": args.sequential, "statistic": args.statistic,
+            "recheck_rounds": args.recheck_rounds if args.recheck_rounds is not None else 2 * args.rounds,
+        }
+        (work / "summary.json").write_text(json.dumps({"meta": meta, "results": res}, indent=1))
+    lines = render(res, meta, work)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))

@@ -281,11 +281,10 @@ def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence
     baseline relative to its round's level (drift cancelled, as in the test itself).
     Why trimmed: on a shared machine a whole process now and then runs 30-60% slow on every
     benchmark (its CPU was taken for most of its life), so the log ratios are normal but for a
-    few wild rounds. The plain mean and variance follow those rounds, which cost power (a 10%
-    slowdown of a matmul was missed in 2 of 5 runs); the trimmed mean sets them aside and the
-    winsorized variance keeps the test honest (Yuen 1974; Wilcox, "Introduction to Robust
-    Estimation and Hypothesis Testing"). Under A/A the log ratios are symmetric about 0, where
-    the trimmed mean is 0, so false alarms stay at alpha.
+    few wild rounds. The plain mean and variance follow those rounds, which costs power; the
+    trimmed mean sets them aside and the winsorized variance keeps the test honest (Yuen 1974;
+    Wilcox, "Introduction to Robust Estimation and Hypothesis Testing"). Under A/A the log
+    ratios are symmetric about 0, where the trimmed mean is 0, so false alarms stay at alpha.
     Why not Wilcoxon signed-rank: its p-values are discrete with a floor of 2 / 2**R (R=8:
     0.0078), above Holm's first cut-off alpha/m (0.05/22 = 0.0023) at the few rounds a quick
     run affords, so nothing could ever be flagged; the trimmed t's p is continuous.
