@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import machine
 from .ab import STATISTICS, read_round
-from .gate import TRIM
+from .gate import TRIM, winsorize
 
 BACKENDS = ["--perf-backend", "numpy,torch-cpu"]
 AA = ["--perf-size", "seed", *BACKENDS, "-k", "not roofline"]
@@ -123,11 +123,8 @@ def rechecks(facts: list[dict]) -> str:
 
 def winsorized_sd(values: list[float], trim: float = TRIM) -> float:
     """The sd after pulling the trim share at each end in to the nearest kept value: the scale
-    the A/B's trimmed test works with."""
-    x = sorted(values)
-    g = int(trim * len(x))
-    kept = x[g:len(x) - g]
-    return statistics.stdev([min(max(v, kept[0]), kept[-1]) for v in x])
+    the A/B's trimmed test works with (the same gate.winsorize)."""
+    return statistics.stdev(winsorize(values, trim)[1].tolist())
 
 
 def spreads(work: Path, prefix: str) -> dict[str, dict[str, float]]:

@@ -256,17 +256,23 @@ def compare_unpaired(name, baseline, current, threshold, *, alpha=0.05, tests=1,
 TRIM = 0.2  # share of the rounds set aside at each end by the paired test
 
 
+def winsorize(d: Sequence[float], trim: float = TRIM) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, winsorized) of `d`, both sorted: g = floor(trim * n) values set aside at each end,
+    and all of `d` with those pulled in to the nearest kept value."""
+    x = np.sort(np.asarray(d, dtype=float))
+    g = int(trim * x.size)
+    kept = x[g:x.size - g]
+    return kept, np.clip(x, kept[0], kept[-1])
+
+
 def trimmed_t(d: np.ndarray, trim: float = TRIM) -> tuple[float, float, int]:
     """(trimmed mean, its standard error, degrees of freedom) of `d`: Yuen's one-sample form.
 
     g = floor(trim * n) values are set aside at each end; se = winsorized sd / ((1 - 2g/n) sqrt n);
     df = n - 2g - 1. With g = 0 (n < 5 at 20%) these are the mean, its usual se and n - 1.
     """
-    x = np.sort(np.asarray(d, dtype=float))
-    n = x.size
-    g = int(trim * n)
-    kept = x[g:n - g]
-    winsorized = np.clip(x, kept[0], kept[-1])
+    kept, winsorized = winsorize(d, trim)
+    n = winsorized.size
     se = float(np.std(winsorized, ddof=1)) / ((kept.size / n) * math.sqrt(n))
     return float(np.mean(kept)), se, kept.size - 1
 
