@@ -27,17 +27,29 @@ import dataclasses
 import math
 import numbers
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 from scipy import stats
 
-REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
-INCONCLUSIVE, NEW, MISSING = "inconclusive", "new", "missing"
-VERDICTS = (REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE, NEW, MISSING)
-# Rows are listed worst first: what needs a look comes before what does not.
-_ROW_ORDER = {REGRESSED: 0, INCONCLUSIVE: 1, IMPROVED: 2, MISSING: 3, NEW: 4, UNCHANGED: 5}
+
+class Verdict(str, Enum):
+    """The gate's decision on one benchmark. A str, so JSON holds its value ("regressed")."""
+
+    REGRESSED = "regressed"
+    IMPROVED = "improved"
+    UNCHANGED = "unchanged"
+    INCONCLUSIVE = "inconclusive"
+    NEW = "new"
+    MISSING = "missing"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE, NEW, MISSING = Verdict
 
 MIN_SAMPLES = 3  # valid samples (A/B: valid pairs) needed on each side to decide anything
 BOOTSTRAP_RESAMPLES = 2000
@@ -55,7 +67,7 @@ class Comparison:
     """The verdict on one benchmark; ratios are current / baseline (> 1 means slower)."""
 
     name: str
-    verdict: str
+    verdict: Verdict
     threshold: float  # the effective threshold, a fraction (0.1 = 10%)
     baseline_median: float | None = None
     current_median: float | None = None
@@ -67,6 +79,17 @@ class Comparison:
     n_baseline: int = 0
     n_current: int = 0
     note: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", Verdict(self.verdict))
+
+    def as_dict(self) -> dict:
+        """A JSON-ready record (the verdict as its string value)."""
+        return {**dataclasses.asdict(self), "verdict": self.verdict.value}
+
+    def with_note(self, note: str) -> Comparison:
+        """This comparison with ``note`` put before its own note."""
+        return dataclasses.replace(self, note=join_notes(note, self.note))
 
 
 # --------------------------------------------------------------------------- parameters
@@ -117,9 +140,26 @@ def _as_threshold(threshold: str | float) -> float:
 # --------------------------------------------------------------------------- samples
 
 
+def _as_floats(values) -> np.ndarray:
+    """float64 values; anything that is not a real number (a string, None) becomes NaN, to be dropped."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        return values.astype(float).ravel()
+    return np.array([_real(v) for v in np.asarray(values, dtype=object).ravel()], dtype=float)
+
+
+def _real(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range
+        return math.inf
+
+
 def _clean(samples: Sequence[float]) -> tuple[np.ndarray, int]:
     """The finite, positive samples as float64, and how many were dropped."""
-    x = np.asarray(list(samples) if not isinstance(samples, np.ndarray) else samples, dtype=float).ravel()
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = _as_floats(samples)
     ok = np.isfinite(x) & (x > 0)
     return x[ok], int(x.size - ok.sum())
 
@@ -147,7 +187,7 @@ def effective_threshold(threshold: float, baseline: Sequence[float]) -> float:
 # --------------------------------------------------------------------------- the rule
 
 
-def classify(ratio, ci_low, ci_high, p, threshold, alpha) -> str:
+def classify(ratio, ci_low, ci_high, p, threshold, alpha) -> Verdict:
     """REGRESSED / IMPROVED / INCONCLUSIVE / UNCHANGED from an estimate, its interval and p.
 
     REGRESSED: p < alpha and ci_low > 1 + threshold. IMPROVED: p < alpha and
@@ -169,7 +209,7 @@ def classify(ratio, ci_low, ci_high, p, threshold, alpha) -> str:
 
 def _threshold_note(threshold: float, effective: float) -> str:
     if effective > threshold:
-        return f"threshold raised from {_pct(threshold)} to the baseline noise floor {_pct(effective)}"
+        return f"threshold raised from {percent(threshold)} to the baseline noise floor {percent(effective)}"
     return ""
 
 
@@ -177,7 +217,12 @@ def _dropped_note(side: str, dropped: int, total: int) -> str:
     return f"dropped {dropped} of {total} {side} samples (NaN, inf or <= 0)" if dropped else ""
 
 
-def _join(*notes: str) -> str:
+def percent(fraction: float) -> str:
+    """0.05 -> '5%' (3 significant digits): thresholds and changes in notes and tables."""
+    return f"{fraction * 100:.3g}%"
+
+
+def join_notes(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 
 
@@ -231,7 +276,7 @@ def compare_unpaired(name, baseline, current, threshold, *, alpha=0.05, tests=1,
                 n_baseline=int(b.size), n_current=int(c.size))
     if b.size < MIN_SAMPLES or c.size < MIN_SAMPLES:
         note = f"too few valid samples ({b.size} baseline, {c.size} current; need >= {MIN_SAMPLES} each)"
-        return Comparison(verdict=INCONCLUSIVE, note=_join(note, *notes), **base)
+        return Comparison(verdict=INCONCLUSIVE, note=join_notes(note, *notes), **base)
 
     if np.ptp(b) == 0 and np.ptp(c) == 0:
         if mb == mc:  # ties everywhere: nothing changed
@@ -248,7 +293,8 @@ def compare_unpaired(name, baseline, current, threshold, *, alpha=0.05, tests=1,
         low, high = (float(v) for v in np.exp(np.percentile(log_ratios, [tail, 100 - tail])))
     p_adjusted = min(1.0, p * int(tests))
     verdict = classify(ratio, low, high, p_adjusted, effective, alpha)
-    return Comparison(verdict=verdict, ci_low=low, ci_high=high, p_value=p, p_adjusted=p_adjusted, note=_join(*notes), **base)
+    return Comparison(verdict=verdict, ci_low=low, ci_high=high, p_value=p, p_adjusted=p_adjusted, note=join_notes(*notes),
+                      **base)
 
 
 # --------------------------------------------------------------------------- A/B, paired
@@ -301,8 +347,7 @@ def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence
     alpha = _check_probability("alpha", alpha)
     confidence = _check_probability("confidence", confidence)
     threshold = _as_threshold(threshold)
-    b = np.asarray(list(baseline) if not isinstance(baseline, np.ndarray) else baseline, dtype=float).ravel()
-    c = np.asarray(list(current) if not isinstance(current, np.ndarray) else current, dtype=float).ravel()
+    b, c = _as_floats(baseline), _as_floats(current)
     notes = []
     if b.size != c.size:
         notes.append(f"unequal round counts ({b.size} baseline, {c.size} current): paired the first {min(b.size, c.size)}")
@@ -324,7 +369,7 @@ def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence
     if b.size < MIN_SAMPLES:
         note = f"too few valid pairs ({b.size}; need >= {MIN_SAMPLES})"
         ratio = mc / mb if mb and mc else None
-        return Comparison(verdict=INCONCLUSIVE, ratio=ratio, note=_join(note, *notes), **base)
+        return Comparison(verdict=INCONCLUSIVE, ratio=ratio, note=join_notes(note, *notes), **base)
 
     d = np.log(c) - np.log(b)
     mean, se, df = trimmed_t(d)
@@ -340,7 +385,7 @@ def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence
         half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
         low, high = math.exp(mean - half), math.exp(mean + half)
     verdict = classify(ratio, low, high, p, effective, alpha)
-    return Comparison(verdict=verdict, ratio=ratio, ci_low=low, ci_high=high, p_value=p, note=_join(*notes), **base)
+    return Comparison(verdict=verdict, ratio=ratio, ci_low=low, ci_high=high, p_value=p, note=join_notes(*notes), **base)
 
 
 # --------------------------------------------------------------------------- rows without a partner
@@ -393,11 +438,11 @@ def tested_count(comparisons: Sequence[Comparison]) -> int:
     return sum(1 for c in comparisons if _testable(c))
 
 
-def counts(comparisons: Sequence[Comparison]) -> dict[str, int]:
+def counts(comparisons: Sequence[Comparison]) -> dict[Verdict, int]:
     """Number of comparisons per verdict, every verdict present (zeros included)."""
-    result = dict.fromkeys(VERDICTS, 0)
+    result = dict.fromkeys(Verdict, 0)
     for c in comparisons:
-        result[c.verdict] = result.get(c.verdict, 0) + 1
+        result[c.verdict] += 1
     return result
 
 
@@ -406,130 +451,11 @@ def passed(comparisons: Sequence[Comparison]) -> bool:
     return not any(c.verdict == REGRESSED for c in comparisons)
 
 
-# --------------------------------------------------------------------------- rendering
-
-
-def _pct(fraction: float) -> str:
-    return f"{fraction * 100:.3g}%"
-
-
-def _change(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{(ratio - 1) * 100:+.1f}%"
-
-
-def _change_with_interval(c: Comparison) -> str:
-    if c.ratio is None:
-        return "-"
-    if c.ci_low is None or c.ci_high is None:
-        return _change(c.ratio)
-    return f"{_change(c.ratio)} [{_change(c.ci_low)}, {_change(c.ci_high)}]"
-
-
-def _time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "-"
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def _sorted_rows(comparisons: Sequence[Comparison]) -> list[Comparison]:
-    return sorted(comparisons, key=lambda c: (_ROW_ORDER.get(c.verdict, 9), c.name))
-
-
-def summary_line(comparisons: Sequence[Comparison]) -> str:
-    """'FAIL: 1 regressed, 0 improved, ... (22 benchmarks)' or 'PASS: ...'."""
-    n = counts(comparisons)
-    body = ", ".join(f"{n[v]} {v}" for v in VERDICTS)
-    return f"{'PASS' if passed(comparisons) else 'FAIL'}: {body} ({len(comparisons)} benchmarks)"
-
-
-def _meta_items(meta: Mapping) -> list[tuple[str, str]]:
-    items = []
-    for key, value in meta.items():
-        if str(key).startswith("_") or key == "title" or isinstance(value, Mapping):
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
-        items.append((str(key), str(value)))
-    return items
-
-
-def _interval_label(meta: Mapping) -> str:
-    conf = meta.get("confidence")
-    return f"{float(conf) * 100:.3g}% CI" if isinstance(conf, (int, float)) else "CI"
-
-
-_COLUMNS = ("benchmark", "baseline", "current", "change [{ci}]", "p", "p adj.", "threshold", "verdict")
-
-
-def _cells(c: Comparison) -> list[str]:
-    return [c.name, _time(c.baseline_median), _time(c.current_median), _change_with_interval(c),
-            _p(c.p_value), _p(c.p_adjusted), _pct(c.threshold), c.verdict]
-
-
-def to_json(comparisons: Sequence[Comparison], meta: dict) -> dict:
-    """A JSON-ready dict: meta, summary (counts, pass/fail) and one record per comparison."""
-    return {
-        "meta": dict(meta),
-        "summary": {"passed": passed(comparisons), "counts": counts(comparisons), "total": len(comparisons),
-                    "line": summary_line(comparisons)},
-        "comparisons": [dataclasses.asdict(c) for c in comparisons],
-    }
-
-
-def to_text(comparisons: Sequence[Comparison], meta: dict) -> str:
-    """A plain-text report: meta header, aligned table (worst first), notes, summary line."""
-    lines = [str(meta.get("title", "Performance comparison"))]
-    lines += [f"  {k}: {v}" for k, v in _meta_items(meta)]
-    header = [h.format(ci=_interval_label(meta)) for h in _COLUMNS]
-    rows = [_cells(c) for c in _sorted_rows(comparisons)]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    right = {1, 2, 3, 4, 5, 6}
-
-    def fmt(row):
-        cells = (cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        return "  ".join(cells).rstrip()
-
-    lines += ["", fmt(header), "  ".join("-" * w for w in widths)]
-    lines += [fmt(r) for r in rows]
-    notes = [f"  {c.name}: {c.note}" for c in _sorted_rows(comparisons) if c.note]
-    if notes:
-        lines += ["", "Notes:", *notes]
-    lines += ["", summary_line(comparisons)]
-    return "\n".join(lines) + "\n"
-
-
-def _md_escape(text: str) -> str:
-    # GFM splits table cells on '|' even inside code spans; '\|' is the one escape honoured there.
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(comparisons: Sequence[Comparison], meta: dict) -> str:
-    """GitHub-flavoured Markdown for a CI job summary: heading with the outcome, meta list,
-    summary, table (worst first; regressions and improvements in bold), notes."""
-    n = counts(comparisons)
-    outcome = "PASS" if passed(comparisons) else f"FAIL ({n[REGRESSED]} regressed)"
-    lines = [f"### {_md_escape(str(meta.get('title', 'Performance comparison')))}: {outcome}", ""]
-    lines += [f"- **{_md_escape(k)}:** {_md_escape(v)}" for k, v in _meta_items(meta)]
-    lines += ["", f"**{summary_line(comparisons)}**", ""]
-    header = [h.format(ci=_interval_label(meta)) for h in _COLUMNS]
-    header = [h if h.startswith("p") else h[0].upper() + h[1:] for h in header]
-    lines += ["| " + " | ".join(header) + " |", "|:---|---:|---:|---:|---:|---:|---:|:---|"]
-    for c in _sorted_rows(comparisons):
-        cells = _cells(c)
-        cells[0] = f"`{_md_escape(cells[0])}`"
-        if c.verdict in (REGRESSED, IMPROVED):
-            cells[-1] = f"**{cells[-1]}**"
-        lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- `{_md_escape(c.name)}`: {_md_escape(c.note)}" for c in _sorted_rows(comparisons) if c.note]
-    if notes:
-        lines += ["", f"<details><summary>Notes ({len(notes)})</summary>", "", *notes, "", "</details>"]
-    return "\n".join(lines) + "\n"
+def undecided(c: Comparison) -> bool:
+    """The one rule for "measure again": the comparison could not decide, and more rounds or
+    processes could. INCONCLUSIVE with data on both sides, or UNCHANGED with an interval that
+    still reaches past the regression threshold (the estimate is within it, but a regression of
+    that size is not ruled out). Used by the saved-baseline gate and by the A/B."""
+    if c.verdict == UNCHANGED:
+        return c.ci_high is not None and c.ci_high > 1 + c.threshold
+    return c.verdict == INCONCLUSIVE and bool(c.n_baseline and c.n_current)

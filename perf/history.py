@@ -14,15 +14,16 @@ from collections.abc import Mapping, Sequence
 
 from scipy import stats
 
+from .results import Run
 
-def run_medians(runs: Sequence[Mapping]) -> dict[str, list[float]]:
-    """benchmark name -> its median in each saved run (pytest-benchmark JSON documents)."""
+
+def run_medians(runs: Sequence[Run]) -> dict[str, list[float]]:
+    """benchmark name -> its median in each run, in order (runs as the results layer loads them)."""
     medians: dict[str, list[float]] = {}
     for run in runs:
-        for bench in run.get("benchmarks", []):
-            median = bench.get("stats", {}).get("median")
-            if median and median > 0:
-                medians.setdefault(bench["fullname"], []).append(float(median))
+        for name, result in run.results.items():
+            if result.median:
+                medians.setdefault(name, []).append(result.median)
     return medians
 
 

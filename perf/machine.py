@@ -1,14 +1,31 @@
-"""Thread pinning and the machine fingerprint: what decides performance, and nothing that drifts."""
+"""What this machine is and how benchmark processes run on it: threads, CPUs, GPUs, the
+environment of child processes, and the fingerprint a baseline must share to be compared.
+
+Everything in the suite that asks these questions asks here (the plugin, ``perf.ab``, ``ci``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 
 _limits = None  # keeps threadpoolctl's limits in force for the whole run
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Every BLAS/OpenMP pool's thread variable: set for libraries loaded later and for child processes.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+# Set by an outer pytest (this suite's own tests under xdist, say): inherited, they would turn a
+# child session's benchmarks off or add options to it.
+OUTER_PYTEST = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST",
+                "PYTEST_XDIST_TESTRUNUID")
+# Fingerprint fields that depend on the process (which libraries it has loaded, what it pinned):
+# they are compared like every other field, but do not name the machine (``key``).
+PER_PROCESS = ("threads", "blas")
 
 
 def pin_threads(n: int) -> dict[str, int]:
@@ -47,6 +64,23 @@ def thread_counts() -> dict[str, int]:
     except ImportError:
         pass
     return dict(sorted(counts.items()))
+
+
+def cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity), or all of them where that cannot be asked."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def child_env(threads: int | None = None, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a benchmark child process: an outer pytest's variables removed, every
+    BLAS/OpenMP pool pinned to ``threads`` (when given), then ``extra``."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in OUTER_PYTEST}
+    if threads is not None:
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
+    env.update(extra)
+    return env
 
 
 def fingerprint() -> dict[str, object]:
@@ -91,19 +125,92 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def nvidia_driver() -> str | None:
+def nvidia_smi(*args: str) -> str:
+    """``nvidia-smi ARGS``'s output, or '' where there is no nvidia-smi or it fails."""
     smi = shutil.which("nvidia-smi")
     if not smi:
-        return None
+        return ""
     try:
-        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        return subprocess.run([smi, *args], capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.strip().splitlines()[0] if out.strip() else None
+        return ""
 
 
-def differences(saved: dict, current: dict) -> list[str]:
-    """Human-readable differences between two fingerprints, 'key: saved -> current'."""
+def nvidia_driver() -> str | None:
+    out = nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader").strip()
+    return out.splitlines()[0] if out else None
+
+
+SMI_FIELDS = ("name", "driver_version", "memory.total", "pci.bus_id")
+
+
+def parse_gpu_csv(text: str) -> list[dict[str, str]]:
+    """Rows of ``nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id --format=csv,noheader``."""
+    rows = []
+    for line in text.strip().splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) == len(SMI_FIELDS):
+            rows.append(dict(zip(("name", "driver", "memory", "bus_id"), cells)))
+    return rows
+
+
+def parse_cuda_version(text: str) -> str | None:
+    """The highest CUDA version the driver supports, from the header of plain ``nvidia-smi``."""
+    match = re.search(r"CUDA Version:\s*([0-9.]+)", text)
+    return match.group(1) if match else None
+
+
+def gpu_record() -> dict:
+    """What decides GPU timings besides the code: devices, driver, CUDA (driver and runtime), cuDNN, torch."""
+    gpus = parse_gpu_csv(nvidia_smi(f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader"))
+    record: dict = {
+        "runner": os.environ.get("RUNNER_NAME") or platform.node(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "gpus": gpus,
+        "driver": gpus[0]["driver"] if gpus else None,
+        "cuda_driver": parse_cuda_version(nvidia_smi()),
+        "torch": None,
+        "cuda_runtime": None,
+        "cudnn": None,
+        "cuda_available": False,
+    }
+    try:
+        import torch
+    except ImportError:
+        return record
+    record["torch"] = torch.__version__
+    record["cuda_runtime"] = torch.version.cuda
+    if torch.cuda.is_available():
+        record["cuda_available"] = True
+        record["cudnn"] = torch.backends.cudnn.version()
+        if not gpus:  # no nvidia-smi (e.g. in a container): the names torch sees
+            record["gpus"] = [{"name": torch.cuda.get_device_name(i)} for i in range(torch.cuda.device_count())]
+    return record
+
+
+def gpu_visible() -> bool:
+    """A GPU that torch can use is present (CUDA or MPS): benchmark processes would share it."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available() or torch.backends.mps.is_available())
+
+
+def differences(saved: Mapping, current: Mapping) -> list[str]:
+    """The one rule for "the same machine": every field equal. Human-readable differences,
+    'key: saved -> current'; [] when a baseline with ``saved`` may be compared with this run."""
     keys = sorted(set(saved) | set(current))
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def key(fp: Mapping) -> str:
+    """A stable name for the machine of a fingerprint, for folders of baselines:
+    '<first GPU, else CPU>-<12 hex digits of the hash of its fields but the per-process ones>'."""
+    fields = {k: fp[k] for k in sorted(fp) if k not in PER_PROCESS}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    gpus = fields.get("gpus") or []
+    name = str(gpus[0]) if gpus else str(fields.get("cpu") or "machine")
+    slug = re.sub(r"[^a-z0-9._-]+", "_", name.lower()).strip("._-")[:40].strip("._-")
+    return f"{slug or 'machine'}-{digest}"

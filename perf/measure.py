@@ -1,12 +1,12 @@
-"""Times one case with pytest-benchmark: validate, calibrate, warm up, measure, gate, annotate.
+"""Times one case: validate, calibrate, warm up, measure, judge, record, annotate.
 
 The kernels know nothing of this: the timer (device-synchronising where needed), the round
-plan and the statistics live here.
+plan and the statistics live here and in the gate. pytest-benchmark only stores and displays
+what is measured here (``pb.record``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
 import statistics
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from . import gate, pb
 from .cases import Bound, Case, bind
 from .timers import timer_for
 
@@ -21,7 +22,7 @@ MAX_ROUNDS = 2_000  # bounds the run time of setup-heavy stages and the saved JS
 
 
 def time_round(bound: Bound, timer: Callable[[], float], iterations: int) -> float:
-    """Seconds for one round of ``iterations`` calls, as pytest-benchmark's own runner times it."""
+    """Seconds for one round of ``iterations`` calls (setup, when the case has one, outside the clock)."""
     args = bound.setup()[0] if bound.setup else bound.args
     target = bound.target
     gc_was_enabled = gc.isenabled()
@@ -58,52 +59,59 @@ def calibrate(bound: Bound, timer: Callable[[], float], min_round_s: float) -> f
         iterations *= 10 if elapsed < min_round_s / 10 else 2
 
 
-def run(benchmark, case: Case, session) -> None:
-    """The body of every perf test: check the result, then time it, then hand it to the gate."""
+def rounds(bound: Bound, timer: Callable[[], float], count: int, iterations: int) -> list[float]:
+    """``count`` rounds: seconds per call, one value per round."""
+    return [time_round(bound, timer, iterations) / iterations for _ in range(count)]
+
+
+class Plan:
+    """How one benchmark is timed in this process: calibrated once, then any number of rounds."""
+
+    def __init__(self, bound: Bound, timer: Callable[[], float], min_time: float, max_time: float, min_rounds: int) -> None:
+        self.bound, self.timer = bound, timer
+        min_round_s = max(min_time, 100 * timer_overhead(timer))
+        call_s = calibrate(bound, timer, min_round_s)
+        self.rounds, self.iterations = plan(call_s, min_round_s=min_round_s, max_time_s=max_time, min_rounds=min_rounds,
+                                            can_loop=bound.setup is None)
+
+    def measure(self, count: int | None = None) -> list[float]:
+        """Warm-up rounds (a tenth, at least one, discarded), then ``count`` (default: the plan's) rounds."""
+        count = self.rounds if count is None else count
+        rounds(self.bound, self.timer, max(1, count // 10), self.iterations)
+        return rounds(self.bound, self.timer, count, self.iterations)
+
+
+def checked(case: Case) -> Bound:
+    """The case made runnable, its result verified against the float64 reference first: a fast wrong
+    kernel fails its benchmark and is never timed."""
     bound = bind(case)
     why = bound.check()
     if why:
         pytest.fail(f"{case.id}: {case.backend} computes {case.stage} wrongly: {why}", pytrace=False)
-    if benchmark.disabled:  # under xdist or --benchmark-disable: run once as a smoke test
-        benchmark.pedantic(bound.target, args=bound.args, setup=bound.setup)
+    return bound
+
+
+def run(benchmark, case: Case, perf, item: pytest.Item) -> None:
+    """The body of every perf test: check the result, time it, judge it, record it."""
+    bound = checked(case)
+    if benchmark.disabled:  # under xdist or --benchmark-disable: one call as a smoke test
+        bound.target(*(bound.setup()[0] if bound.setup else bound.args))
+        pb.mark_used(benchmark)
         return
-    timer = timer_for(bound.backend, session.settings.timer)
-    benchmark._timer = timer  # pytest-benchmark reads its clock from here (and records its name)
-    min_round_s = max(benchmark._min_time, 100 * timer_overhead(timer))
-    call_s = calibrate(bound, timer, min_round_s)
-    rounds, iterations = plan(call_s, min_round_s=min_round_s, max_time_s=benchmark._max_time,
-                              min_rounds=benchmark._min_rounds, can_loop=bound.setup is None)
-    benchmark.group = case.group
-    benchmark.pedantic(bound.target, args=bound.args, setup=bound.setup, rounds=rounds,
-                       iterations=iterations, warmup_rounds=max(1, rounds // 10))
-    samples = benchmark.stats.stats.data  # seconds per call, one per round
-    comparison = session.judge(benchmark.fullname, samples)
-    if comparison is not None and comparison.verdict in ("inconclusive", "regressed"):
-        # Measure once more, in this run, twice as many rounds (added to the saved samples).
-        # Inconclusive: decided on all the samples. Regressed: the fresh rounds alone must say
-        # so too, so that a neighbour's burst during the first measurement fails nothing.
-        fresh = [time_round(bound, timer, iterations) / iterations for _ in range(2 * rounds)]
-        for seconds in fresh:
-            benchmark.stats.update(seconds * iterations)
-        if comparison.verdict == "inconclusive":
-            comparison = session.judge(benchmark.fullname, benchmark.stats.stats.data, confirmed=2 * rounds)
-        else:
-            again = session.judge(benchmark.fullname, fresh, confirmed=2 * rounds)
-            if again.verdict != "regressed":
-                change = "" if again.ratio is None else f" ({again.ratio - 1:+.1%})"
-                note = f"regression not confirmed: {len(fresh)} fresh rounds found it {again.verdict}{change}"
-                comparison = dataclasses.replace(again, note=f"{note}; {again.note}" if again.note else note)
-            else:
-                comparison = again
-    session.measured[benchmark.fullname] = benchmark.stats.stats.data
-    annotate(benchmark, case, bound, session, statistics.median(benchmark.stats.stats.data))
-    if comparison is not None:
-        session.record(comparison)
-        if comparison.verdict == "regressed":
-            pytest.fail(session.describe(comparison), pytrace=False)
+    timer = timer_for(bound.backend, perf.settings.timer)
+    plan_ = Plan(bound, timer, *pb.limits(benchmark))
+    samples = plan_.measure()
+    verdict = perf.judge(benchmark.fullname, samples)
+    if verdict is not None and gate.undecided(verdict):
+        # Undecided: measured again, twice as many rounds, and decided on all of them.
+        samples += plan_.measure(2 * plan_.rounds)
+        verdict = perf.judge(benchmark.fullname, samples, note=f"measured again, {2 * plan_.rounds} more rounds")
+    pb.record(benchmark, samples, timer, iterations=plan_.iterations, group=case.group)
+    annotate(benchmark, case, bound, perf, statistics.median(samples))
+    perf.finished(benchmark.fullname, samples, verdict, item)
 
 
-def annotate(benchmark, case: Case, bound: Bound, session, median_s: float) -> None:
+def annotate(benchmark, case: Case, bound: Bound, perf, median_s: float) -> None:
     p = case.problem
     flops, nbytes = p.flops(case.stage), p.bytes(case.stage)
     benchmark.extra_info.update({
@@ -113,11 +121,12 @@ def annotate(benchmark, case: Case, bound: Bound, session, median_s: float) -> N
         "dtype": p.dtype,
         "size": p.name,
         "shape": {"N": p.N, "D_in": p.D_in, "H": p.H, "D_out": p.D_out},
+        "metric": perf.settings.metric,
         "flops": flops,
         "bytes": nbytes,
         "median_s": median_s,
         "gflops": flops / median_s / 1e9,
         "gbps": nbytes / median_s / 1e9,
-        "threads": session.threads,
-        "timer": getattr(benchmark._timer, "__name__", str(benchmark._timer)),
+        "threads": perf.threads,
+        "timer": pb.timer_name(benchmark),
     })

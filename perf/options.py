@@ -14,6 +14,7 @@ import kernels
 from kernels.problem import SWEEPS, Problem
 
 from .gate import GateError, parse_threshold
+from .results import Metric
 
 TIMERS = ("auto", "sync", "events")
 
@@ -30,11 +31,14 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perf-threshold": ("5%", "slowdown a benchmark must exceed to regress, e.g. 5% (overridden per benchmark by "
                        "perf_thresholds and the perf_threshold marker; never below the baseline's own noise)"),
     "perf-alpha": ("0.05", "suite-wide false-alarm rate of the gate (Bonferroni over the compared benchmarks)"),
+    "perf-metric": ("time", "what each benchmark measures: time (seconds per call, every backend), or instructions "
+                    "or cycles per call counted under valgrind's callgrind (CPU backends: deterministic)"),
     "perf-report-json": ("", "write the gate's verdicts as JSON to this path"),
     "perf-report-md": ("", "write the gate's verdicts as Markdown to this path (e.g. $GITHUB_STEP_SUMMARY)"),
 }
 FLAGS: dict[str, str] = {
     "perf-allow-foreign-baseline": "compare against a baseline recorded on a different machine fingerprint",
+    "perf-save-failed": "save the run (--benchmark-save/--benchmark-autosave) even when some of its tests failed",
 }
 
 
@@ -72,12 +76,15 @@ class Settings:
     dtypes: tuple[str, ...]
     threads: int
     timer: str
+    metric: str
     threshold: float
     alpha: float
     thresholds: tuple[tuple[str, float], ...]
     report_json: str
     report_md: str
     allow_foreign_baseline: bool
+    save_failed: bool
+    history: int = 5
 
 
 def _split(text: str, separators: str = ",") -> list[str]:
@@ -124,6 +131,7 @@ def settings(config: pytest.Config) -> Settings:
     sizes = parse("perf-size", parse_sizes)
     threads = parse("perf-threads", _parse_threads)
     timer = parse("perf-timer", _parse_timer)
+    metric = parse("perf-metric", _parse_metric)
     threshold = parse("perf-threshold", parse_threshold)
     alpha = parse("perf-alpha", _parse_alpha)
     if timer == "events":
@@ -142,14 +150,17 @@ def settings(config: pytest.Config) -> Settings:
             thresholds.append((pattern.strip(), parse_threshold(value.strip())))
         except GateError as exc:
             raise pytest.UsageError(f"ini option perf_thresholds line {line!r}: {exc}") from None
-    flag = config.getoption("perf_allow_foreign_baseline")
+    def flag(name: str) -> bool:
+        value = config.getoption(name)
+        return bool(value if value is not None else config.getini(name))
+
     # Each once: a repeated name would run twice under ids pytest renames (no baseline matches them).
     return Settings(
         backends=tuple(dict.fromkeys(backends)), sizes=tuple(sizes), dtypes=tuple(dict.fromkeys(dtypes)),
-        threads=threads, timer=timer,
+        threads=threads, timer=timer, metric=metric,
         threshold=threshold, alpha=alpha, thresholds=tuple(thresholds),
         report_json=_raw(config, "perf-report-json")[0], report_md=_raw(config, "perf-report-md")[0],
-        allow_foreign_baseline=bool(flag if flag is not None else config.getini("perf_allow_foreign_baseline")),
+        allow_foreign_baseline=flag("perf_allow_foreign_baseline"), save_failed=flag("perf_save_failed"),
     )
 
 
@@ -186,6 +197,13 @@ def _parse_timer(text: str) -> str:
     if text.strip() not in TIMERS:
         raise ValueError(f"unknown timer; valid: {', '.join(TIMERS)}")
     return text.strip()
+
+
+def _parse_metric(text: str) -> str:
+    try:
+        return Metric(text.strip()).value
+    except ValueError:
+        raise ValueError(f"unknown metric; valid: {', '.join(m.value for m in Metric)}") from None
 
 
 def _parse_alpha(text: str) -> float:

@@ -1,27 +1,30 @@
 """The pytest plugin behind ``pytest perf``: loaded by the root conftest.py.
 
-It owns everything the one-line benchmark bodies do not say: which cases run, threads,
-timers, the machine fingerprint, the baseline and the gate's verdicts.
+It wires pytest to the suite: which cases run (parametrization), threads, the machine
+fingerprint, the saved baseline and the gate's verdicts, atomic saves, reports and exit codes.
+The work is done elsewhere: ``measure`` times, ``baseline`` and ``gate`` judge, ``results``
+reads and writes, ``render`` formats, ``pb`` is all that touches pytest-benchmark's internals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
-import os
-import tempfile
+import signal
+import sys
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from pathlib import Path
 
 import pytest
 
 import kernels
 from kernels import tutorial
 
-from . import gate, history, machine, measure
-from .cases import PROBES, Case, free_memory, memory_needed, probe_problem
+from . import gate, machine, measure, pb, render, results
+from .baseline import BaselineError, SavedGate, check_comparable, choose
+from .cases import PROBES, STEPS, Case, free_memory, memory_needed, probe_problem
 from .options import Settings, add_options, settings
+from .results import Metric
 
 SESSION = pytest.StashKey["PerfSession"]()
 # fixture -> what its cases time; each is parametrized over backends, sizes (not the probes) and dtypes.
@@ -33,20 +36,29 @@ KINDS = {
 }
 
 
+# Exit codes of `pytest perf` beyond pytest's own (0 pass, 1 failed, 2 interrupted, 3 internal
+# error, 4 usage error, 5 nothing collected): 1 is kept for regressions alone.
+EXIT_ENVIRONMENT = 6   # the run could not be saved or its report written
+EXIT_CHECK_FAILED = 7  # a test failed that is not a regression: a kernel's wrong result, an error
+REGRESSED_MARK = ("perf_verdict", "regressed")  # on the report of a benchmark the gate failed
+
+
 @dataclass
 class PerfSession:
+    """This run's configuration and state: what runs, what was measured, what the gate decided."""
+
     settings: Settings
     threads: dict[str, int]
-    threshold_override: str = ""          # set when --benchmark-compare-fail gave the threshold
-    baseline: dict[str, dict] | None = None
-    baseline_path: str = ""
-    thresholds: dict[str, float] = field(default_factory=dict)
-    comparisons: list[gate.Comparison] = field(default_factory=list)
+    gate: SavedGate | None = None         # set when --benchmark-compare found a usable baseline
+    compare_asked: bool = False           # --benchmark-compare was given (with or without a baseline)
+    storage: str = ""
     collected: list[str] = field(default_factory=list)
-    measured: dict[str, list[float]] = field(default_factory=dict)   # name -> samples, of every benchmark timed
+    thresholds: dict[str, float] = field(default_factory=dict)
     group_order: dict[str, int] = field(default_factory=dict)
-    drift: dict[str, float] = field(default_factory=dict)   # name -> run-to-run drift floor
-    history_runs: int = 0
+    measured: dict[str, list[float]] = field(default_factory=dict)   # name -> samples, of every benchmark timed
+    comparisons: list[gate.Comparison] = field(default_factory=list)
+    failed: dict[str, bool] = field(default_factory=dict)            # node id -> failed on a regression
+    errors: list[str] = field(default_factory=list)                  # environment failures, said at the end
 
     @functools.cached_property
     def fingerprint(self) -> dict[str, object]:
@@ -54,52 +66,23 @@ class PerfSession:
         and the drift history all need it, and on a GPU machine it runs nvidia-smi."""
         return machine.fingerprint()
 
-    @property
-    def compared(self) -> int:
-        """How many benchmarks of this run have a baseline entry: the m of the Bonferroni split."""
-        return sum(name in (self.baseline or {}) for name in self.collected) or 1
+    def judge(self, name: str, samples: list[float], note: str = "") -> gate.Comparison | None:
+        return None if self.gate is None else self.gate.judge(name, samples, note)
 
-    def judge(self, name: str, samples: list[float], confirmed: int = 0) -> gate.Comparison | None:
-        if self.baseline is None or name not in self.baseline:
-            return None
-        base = self.baseline[name]["stats"].get("data")
-        threshold = self.thresholds.get(name, self.settings.threshold)
-        drift_note = ""
-        if self.drift.get(name, 0) > threshold:
-            threshold = self.drift[name]
-            drift_note = f"threshold raised to the run-to-run drift {threshold:.1%} of {self.history_runs} saved runs"
-        if not base:
-            return gate.Comparison(name, gate.INCONCLUSIVE, threshold, n_current=len(samples),
-                                   note="the baseline kept no raw samples: save it with --benchmark-save-data")
-        result = gate.compare_unpaired(name, base, samples, threshold, alpha=self.settings.alpha, tests=self.compared)
-        notes = [f"measured again, {confirmed} more rounds" if confirmed else "", drift_note, result.note]
-        return gate.Comparison(**{**result.__dict__, "note": "; ".join(n for n in notes if n)})
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Every failed test (under xdist, as the controller receives it), and whether the gate failed it."""
+        if report.failed:
+            self.failed[report.nodeid] = REGRESSED_MARK in report.user_properties
 
-    def record(self, comparison: gate.Comparison) -> None:
-        self.comparisons.append(comparison)
-
-    @staticmethod
-    def describe(c: gate.Comparison) -> str:
-        return (f"{c.name}: REGRESSED by {c.ratio - 1:+.1%} (interval {c.ci_low - 1:+.1%} .. {c.ci_high - 1:+.1%}), "
-                f"median {c.baseline_median * 1e6:.4g} us -> {c.current_median * 1e6:.4g} us, "
-                f"threshold {c.threshold:.1%}, p={c.p_value:.2g}")
-
-    def meta(self) -> dict:
-        if self.history_runs >= 3:
-            drift = f"thresholds raised to the run-to-run drift of {self.history_runs} saved runs where larger"
-        else:
-            drift = (f"UNKNOWN: {self.history_runs} saved run(s) of this machine; save at least 3 "
-                     "(pytest perf --benchmark-autosave), or use python -m perf.ab on a shared machine")
-        return {
-            "mode": "saved baseline",
-            "baseline": self.baseline_path,
-            "run-to-run drift": drift,
-            "alpha": self.settings.alpha,
-            "control": f"Bonferroni over {self.compared} compared benchmarks (alpha/m per benchmark)",
-            "threshold": self.threshold_override or f"{self.settings.threshold:.1%} (ini perf_thresholds and "
-                                                     "perf_threshold markers override; raised to the baseline's noise floor)",
-            "threads": self.threads,
-        }
+    def finished(self, name: str, samples: list[float], verdict: gate.Comparison | None, item: pytest.Item) -> None:
+        """A benchmark is measured: keep its samples and verdict; a regression fails its test."""
+        self.measured[name] = samples
+        if verdict is None:
+            return
+        self.comparisons.append(verdict)
+        if verdict.verdict == gate.REGRESSED:
+            item.user_properties.append(REGRESSED_MARK)
+            pytest.fail(render.regression_line(verdict, self.settings.metric), pytrace=False)
 
 
 def perf_session(config: pytest.Config) -> PerfSession:
@@ -114,13 +97,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "perf_threshold(value): the gate's threshold for this benchmark, e.g. '25%'")
     s = settings(config)
-    threads = machine.pin_threads(s.threads)
-    session = PerfSession(s, threads)
-    config.stash[SESSION] = session
-    _take_over_compare_fail(config, session)
+    if Metric(s.metric).counted:
+        raise pytest.UsageError(f"--perf-metric={s.metric}: counting under callgrind is not available in this version")
+    perf = PerfSession(s, machine.pin_threads(s.threads))
+    config.stash[SESSION] = perf
+    config.pluginmanager.register(perf, "perf-session")
+    threshold_source = _take_over_compare_fail(config, perf)
+    _choose_baseline(config, perf, threshold_source)
 
 
-def _take_over_compare_fail(config: pytest.Config, session: PerfSession) -> None:
+def _take_over_compare_fail(config: pytest.Config, perf: PerfSession) -> str:
     """``--benchmark-compare-fail=median:10%`` sets the gate's threshold; the gate does the rest.
 
     pytest-benchmark's own check compares one statistic of one run with no statistics and ends
@@ -128,25 +114,62 @@ def _take_over_compare_fail(config: pytest.Config, session: PerfSession) -> None
     """
     checks = config.getoption("benchmark_compare_fail", None)
     if not checks:
-        return
-    if not config.getoption("benchmark_compare", None):
+        return ""
+    if not pb.compare_option(config):
         raise pytest.UsageError("--benchmark-compare-fail needs --benchmark-compare (the saved run to compare against)")
     for check in checks:
         if type(check).__name__ != "PercentageRegressionCheck":
             raise pytest.UsageError(f"--benchmark-compare-fail={check.field}:{check.threshold}: the gate takes a "
                                     f"percentage, e.g. --benchmark-compare-fail=median:10%")
     strictest = min(checks, key=lambda c: c.threshold)
-    session.settings = Settings(**{**session.settings.__dict__, "threshold": strictest.threshold / 100})
-    session.threshold_override = (f"{strictest.threshold:g}% from --benchmark-compare-fail "
-                                  f"(the gate compares medians statistically, whatever the statistic named)")
+    perf.settings = Settings(**{**perf.settings.__dict__, "threshold": strictest.threshold / 100})
     config.option.benchmark_compare_fail = None
+    return (f"{strictest.threshold:g}% from --benchmark-compare-fail "
+            f"(the gate compares medians statistically, whatever the statistic named)")
+
+
+def _choose_baseline(config: pytest.Config, perf: PerfSession, threshold_source: str) -> None:
+    """Resolve and validate what --benchmark-compare names, before pytest-benchmark loads it.
+
+    A named baseline that is missing, unreadable, invalid, foreign or of another metric is a
+    one-line usage error; bare --benchmark-compare takes the newest saved run that loads, and with
+    none at all gates nothing (a first run). pytest-benchmark then loads exactly the file chosen.
+    """
+    spec = pb.compare_option(config)
+    if spec is None:
+        return
+    perf.compare_asked = True
+    storage = pb.open_storage(config)
+    if not pb.is_file_storage(storage):
+        raise pytest.UsageError("--benchmark-compare: the gate reads baselines from file storage only "
+                                "(--benchmark-storage=file://PATH)")
+    perf.storage = str(pb.folder_of(storage))
+    try:
+        files = pb.saved_files(storage) if spec is True else pb.query(storage, spec)
+        run, warnings = choose(spec, files, perf.storage)
+        if run is not None:
+            warnings.append(check_comparable(run, perf.fingerprint, Metric(perf.settings.metric),
+                                             perf.settings.allow_foreign_baseline))
+    except ValueError as exc:  # a spec pytest-benchmark's storage cannot read as a file, number or glob
+        raise pytest.UsageError(f"--benchmark-compare={spec}: {exc}") from None
+    except BaselineError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for warning in filter(None, warnings):
+        print(f"perf: warning: {warning}", file=sys.stderr)
+    if run is None:
+        pb.set_compare(config, None)
+        return
+    pb.set_compare(config, run.source)
+    s = perf.settings
+    perf.gate = SavedGate(run, s.threshold, s.alpha, threshold_source=threshold_source)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     s = perf_session(config)
     backends = ", ".join(s.settings.backends) or f"available ({', '.join(kernels.available_backends())})"
     return [f"perf: backends {backends}; sizes {', '.join(p.name for p in s.settings.sizes)}; "
-            f"dtypes {', '.join(s.settings.dtypes)}; threads {s.threads}; timer {s.settings.timer}"]
+            f"dtypes {', '.join(s.settings.dtypes)}; threads {s.threads}; timer {s.settings.timer}; "
+            f"metric {s.settings.metric}"]
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -156,23 +179,12 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["perf_fingerprint"] = perf_session(config).fingerprint
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession, machine_info: dict,
                                           compared_benchmark: dict) -> None:
-    saved = compared_benchmark.get("machine_info", {}).get("perf_fingerprint")
-    if saved == machine_info.get("perf_fingerprint"):
-        return
-    if saved is None:
-        what = "has no machine fingerprint"
-    else:
-        changes = "; ".join(machine.differences(saved, machine_info["perf_fingerprint"]))
-        what = f"was recorded on a different machine ({changes})"
-    if not perf_session(config).settings.allow_foreign_baseline:
-        raise pytest.UsageError(f"the baseline {what}; save a new one here with --benchmark-autosave, "
-                                f"or compare anyway with --perf-allow-foreign-baseline")
-    if benchmarksession is not None:
-        benchmarksession.logger.warning(f"Comparing anyway (--perf-allow-foreign-baseline): the baseline {what}.")
-    # Said once, in one line: pytest-benchmark's own warning would print both machine_info dicts
-    # (and fails on a storage outside the working directory). Only the copy in memory changes.
+    """The suite's fingerprint is the rule, and the baseline passed it (``_choose_baseline``): pytest-benchmark's
+    own check, which compares host names too and prints both dicts (and crashes for a storage outside the
+    working directory), sees equal machine_info. Only the copy in memory changes."""
     compared_benchmark["machine_info"] = machine_info
 
 
@@ -223,20 +235,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(fixture, cases(metafunc.config, stages), indirect=True)
 
 
+@dataclass(frozen=True)
 class Runnable:
     """What a perf test body calls: ``stage_case.run(benchmark)``."""
 
-    def __init__(self, case: Case, session: PerfSession) -> None:
-        self.case = case
-        self.session = session
+    case: Case
+    session: PerfSession
+    item: pytest.Item
 
     def run(self, benchmark) -> None:
-        measure.run(benchmark, self.case, self.session)
+        measure.run(benchmark, self.case, self.session, self.item)
 
 
 def _runnable(request: pytest.FixtureRequest) -> Runnable:
     """Every case fixture (``stage_case``, ``step_case``, ...): its parametrized Case, bound to the session."""
-    return Runnable(request.param, perf_session(request.config))
+    return Runnable(request.param, perf_session(request.config), request.node)
 
 
 stage_case, step_case, tutorial_case, roofline_case = (pytest.fixture(name=name)(_runnable) for name in KINDS)
@@ -245,22 +258,26 @@ stage_case, step_case, tutorial_case, roofline_case = (pytest.fixture(name=name)
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
     """The run's command and settings; each stage's share of its roofline measured in this run
     (matmuls and steps of peak_matmul, the rest of peak_copy)."""
-    s = perf_session(config).settings
+    perf = perf_session(config)
+    s = perf.settings
     output_json["perf"] = {
         "command": " ".join(["pytest", *config.invocation_params.args]),
         "backends": list(s.backends) or kernels.available_backends(),
         "sizes": [p.name for p in s.sizes],
         "dtypes": list(s.dtypes),
-        "threads": perf_session(config).threads,
+        "threads": perf.threads,
         "timer": s.timer,
+        "metric": s.metric,
     }
+    if perf.failed:
+        output_json["perf"]["failed tests"] = sorted(perf.failed)  # saved only with --perf-save-failed
     runs = [b.get("extra_info", {}) for b in output_json["benchmarks"]]
     peaks = {(e["stage"], e["backend"], e["dtype"]): e for e in runs if e.get("stage") in PROBES}
     for info in runs:
         stage = info.get("stage")
         if stage is None or stage in PROBES:
             continue
-        matmul = stage in kernels.MATMUL_STAGES or stage in ("train_step", "tutorial_step")
+        matmul = stage in kernels.MATMUL_STAGES or stage in STEPS
         peak = peaks.get(("peak_matmul" if matmul else "peak_copy", info["backend"], info["dtype"]))
         if peak:
             key = "gflops" if matmul else "gbps"
@@ -307,68 +324,70 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """What runs: the benchmarks left after -k/-m deselection (the m of the gate's correction)."""
     perf = perf_session(session.config)
     perf.collected = [item.nodeid for item in session.items if _case_of(item) is not None]
-    bs = getattr(session.config, "_benchmarksession", None)
-    if perf.baseline is not None and bs is not None:
-        _load_history(session.config, bs, perf)  # its bound depends on m, known only now
+    if perf.gate is None:
+        return
+    perf.gate.thresholds = perf.thresholds
+    perf.gate.select(perf.collected)
+    saved = list(results.readable_runs(results.saved_files(perf.storage)))  # its bound depends on m, known only now
+    perf.gate.load_history(saved, perf.fingerprint, Metric(perf.settings.metric), perf.settings.history)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    config = session.config
-    bs = getattr(config, "_benchmarksession", None)
-    if bs is None:
+    bs = pb.session(session.config)
+    if bs is not None:
+        pb.replace_save(bs, functools.partial(_save, bs, perf_session(session.config)))
+
+
+def _save(bs, perf: PerfSession, output_json: dict, name: str) -> None:
+    """Save a run whole or not at all, under the next free number, never replacing a file (results.save_new).
+    SIGTERM waits until the file is complete; a failure is said at the end and the run's exit code says so."""
+    folder = pb.storage_folder(bs)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _sigterm_deferred():
+            path = results.save_new(folder, name, pb.dumps(output_json))
+    except (OSError, results.ResultsError) as exc:
+        perf.errors.append(f"the run could not be saved in {folder}: {getattr(exc, 'strerror', None) or exc}")
         return
-    _make_saves_atomic(bs.storage)
-    perf = perf_session(config)
-    if bs.compare and bs.compared_mapping:
-        path, mapping = list(bs.compared_mapping.items())[-1]
-        perf.baseline, perf.baseline_path = mapping, str(path)
+    pb.info(bs, f"Saved benchmark data in: {path}")
 
 
-def _load_history(config: pytest.Config, bs, perf: PerfSession) -> None:
-    """The last ``perf_history`` saved runs of this fingerprint: how far unchanged code drifts here."""
-    keep = int(config.getini("perf_history") or 5)
-    current = perf.fingerprint
-    runs = [data for _, data in bs.storage.load()
-            if data.get("machine_info", {}).get("perf_fingerprint") == current][-keep:]
-    perf.history_runs = len(runs)
-    perf.drift = history.drift_floors(history.run_medians(runs), alpha=perf.settings.alpha, tests=perf.compared)
-
-
-def _make_saves_atomic(storage) -> None:
-    """Saved runs are written whole or not at all, and never replace an existing file."""
-    if not hasattr(storage, "get") or not hasattr(storage, "save"):
+@contextlib.contextmanager
+def _sigterm_deferred():
+    """SIGTERM is held until the block ends (then it takes effect as usual): a save is never cut in half."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
         return
-    from pytest_benchmark.utils import safe_dumps
-
-    def save(output_json: dict, save_name: str) -> None:
-        target = Path(storage.get(f"{storage._next_num}_{save_name}.json"))
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=".json")
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # as an ordinary save would be, not mkstemp's 0600
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(safe_dumps(output_json, ensure_ascii=True, indent=4).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.link(tmp, target)  # fails if the name exists: nothing saved is ever replaced
-        finally:
-            os.unlink(tmp)
-        storage.logger.info(f"Saved benchmark data in: {target}")
-
-    storage.save = save
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
-    bs = getattr(session.config, "_benchmarksession", None)
+    """Before pytest-benchmark saves: a partial or failed run is not saved. After every report is
+    written: the exit code (1 for regressions alone) and any environment failure, in one line each."""
+    bs = pb.session(session.config)
+    perf = perf_session(session.config)
     stopped = exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail
-    if bs is not None and stopped and (bs.save or bs.autosave):
-        # A partial run must never become the baseline the next --benchmark-compare picks.
-        bs.save = bs.autosave = None
-        why = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else f"stopped early ({stopped})"
-        bs.logger.warning(f"Not saving benchmark data: the run was {why}.")
+    if bs is not None and pb.wants_save(bs):
+        if stopped:  # a partial run must never become the baseline the next --benchmark-compare picks
+            pb.cancel_save(bs)
+            why = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else f"stopped early ({stopped})"
+            pb.warn(bs, f"Not saving benchmark data: the run was {why}.")
+        elif perf.failed and not perf.settings.save_failed:
+            pb.cancel_save(bs)
+            pb.warn(bs, f"Not saving benchmark data: {len(perf.failed)} test(s) failed, and a failed run must not "
+                        "become a baseline (--perf-save-failed saves it anyway, marked in its 'perf' header).")
     yield
+    if session.exitstatus == pytest.ExitCode.TESTS_FAILED and not all(perf.failed.values()):
+        session.exitstatus = EXIT_CHECK_FAILED
+    for error in perf.errors:
+        print(f"perf: error: {error}", file=sys.stderr)
+    if perf.errors and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, EXIT_CHECK_FAILED):
+        session.exitstatus = EXIT_ENVIRONMENT
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -381,26 +400,26 @@ def pytest_benchmark_group_stats(config: pytest.Config, benchmarks, group_by):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    session = perf_session(config)
-    bs = getattr(config, "_benchmarksession", None)
-    if bs is None or not bs.compare or bs.disabled:
+    perf = perf_session(config)
+    bs = pb.session(config)
+    if not perf.compare_asked or bs is None or bs.disabled:
         return
     tr = terminalreporter
     tr.section("perf gate")
-    if session.baseline is None:
-        tr.write_line(f"No baseline to compare with in {bs.storage}: nothing was gated. "
+    if perf.gate is None:
+        tr.write_line(f"No baseline to compare with in {perf.storage}: nothing was gated. "
                       "Save one first: pytest perf --benchmark-autosave (or --benchmark-save=NAME).")
         return
-    rows = list(session.comparisons)
-    rows += [gate.new_benchmark(n, samples, session.thresholds.get(n, session.settings.threshold))
-             for n, samples in session.measured.items() if n not in session.baseline]
-    rows += [gate.missing_benchmark(n, bench["stats"].get("data") or [], session.settings.threshold)
-             for n, bench in session.baseline.items() if n not in session.collected]
-    meta = session.meta()
-    for line in gate.to_text(rows, meta).splitlines():
+    rows = [*perf.comparisons, *perf.gate.unmatched(perf.measured, perf.collected)]
+    meta = perf.gate.meta(perf.threads)
+    for line in render.to_text(rows, meta).splitlines():
         tr.write_line(line)
-    if session.settings.report_json:
-        Path(session.settings.report_json).write_text(json.dumps(gate.to_json(rows, meta), indent=2))
-    if session.settings.report_md:
-        with open(session.settings.report_md, "a", encoding="utf8") as fh:
-            fh.write(gate.to_markdown(rows, meta))
+    s = perf.settings
+    try:
+        if s.report_json:
+            results.write_json(s.report_json, results.verdict_report(rows, meta))
+        if s.report_md:
+            with open(s.report_md, "a", encoding="utf8") as fh:
+                fh.write(render.to_markdown(rows, meta))
+    except OSError as exc:
+        perf.errors.append(f"the gate's report could not be written: {exc.strerror or exc} ({exc.filename})")

@@ -1,0 +1,131 @@
+"""The saved-baseline gate: which saved run ``--benchmark-compare`` names, whether it may be
+compared with this run, and the verdict on each benchmark against it.
+
+No pytest here: errors are ``BaselineError`` (one line; the plugin makes them usage errors),
+decisions are ``gate.Comparison``. The statistics are the gate's; what this module adds is the
+baseline itself, the thresholds per benchmark and the run-to-run drift floor of the saved history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gate, history, machine
+from .results import Metric, ResultsError, Run, load_run, readable_runs
+
+
+class BaselineError(Exception):
+    """A named baseline that cannot be used (missing, unreadable, invalid, foreign, another metric): one line."""
+
+
+def choose(spec: str | bool, files: Sequence[Path], storage: str) -> tuple[Run | None, list[str]]:
+    """The baseline ``--benchmark-compare[=spec]`` stands for, among ``files`` (what the storage
+    matched for it, oldest first), and warnings.
+
+    Bare (``spec`` True): the newest saved run that loads; each newer one that does not is named
+    in a warning; none at all is no baseline (None: nothing to gate yet). Named: every file it
+    matches must load, the newest is the baseline; nothing matching is an error.
+    """
+    if spec is True:
+        skipped: list[str] = []
+        newest = next(readable_runs(reversed(files), skipped), None)
+        return newest, [f"skipped an unreadable saved run: {why}" for why in skipped]
+    if not files:
+        raise BaselineError(f"--benchmark-compare={spec}: no saved run matches it in {storage}")
+    try:
+        runs = [load_run(path) for path in files]
+    except ResultsError as exc:
+        raise BaselineError(f"--benchmark-compare={spec}: {exc}") from None
+    return runs[-1], []
+
+
+def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_foreign: bool) -> str:
+    """'' when ``run`` may be compared with this run; a warning when it is foreign but allowed;
+    BaselineError when it is foreign (or of another metric, which is never allowed)."""
+    if run.metric is not metric:
+        raise BaselineError(f"the baseline {run.source} holds {run.metric.value} and this run measures {metric.value}: "
+                            f"a baseline is only compared with a run of the same metric (--perf-metric {run.metric.value})")
+    if run.fingerprint is None:
+        what = "has no machine fingerprint"
+    else:
+        changes = machine.differences(run.fingerprint, fingerprint)
+        if not changes:
+            return ""
+        what = f"was recorded on a different machine ({'; '.join(changes)})"
+    if not allow_foreign:
+        raise BaselineError(f"the baseline {run.source} {what}; save a new one here with --benchmark-autosave, "
+                            "or compare anyway with --perf-allow-foreign-baseline")
+    return f"Comparing anyway (--perf-allow-foreign-baseline): the baseline {what}."
+
+
+@dataclass
+class SavedGate:
+    """Verdicts of this run's benchmarks against one saved run."""
+
+    baseline: Run
+    threshold: float                       # the default threshold (a fraction)
+    alpha: float
+    thresholds: dict[str, float] = field(default_factory=dict)   # per benchmark name (ini, markers)
+    compared: int = 1                      # m of the Bonferroni split: benchmarks of this run in the baseline
+    drift: dict[str, float] = field(default_factory=dict)        # name -> run-to-run drift floor
+    history_runs: int = 0
+    threshold_source: str = ""             # set when --benchmark-compare-fail gave the threshold
+
+    def select(self, names: Sequence[str]) -> None:
+        """The benchmarks this run measures (after -k/-m): the m of the correction."""
+        self.compared = sum(name in self.baseline.results for name in names) or 1
+
+    def load_history(self, runs: Sequence[Run], fingerprint: Mapping, metric: Metric, keep: int) -> None:
+        """The last ``keep`` saved runs of this machine and metric set the run-to-run drift floor."""
+        mine = [r for r in runs if r.metric is metric and r.fingerprint is not None
+                and not machine.differences(r.fingerprint, fingerprint)][-keep:]
+        self.history_runs = len(mine)
+        self.drift = history.drift_floors(history.run_medians(mine), alpha=self.alpha, tests=self.compared)
+
+    def threshold_for(self, name: str) -> tuple[float, str]:
+        threshold = self.thresholds.get(name, self.threshold)
+        if self.drift.get(name, 0) > threshold:
+            return self.drift[name], f"threshold raised to the run-to-run drift {self.drift[name]:.1%} of " \
+                                     f"{self.history_runs} saved runs"
+        return threshold, ""
+
+    def judge(self, name: str, samples: Sequence[float], note: str = "") -> gate.Comparison | None:
+        """The verdict on ``samples`` (this run's, per round and call) against the baseline's; None when
+        the baseline lacks the benchmark (it is NEW)."""
+        base = self.baseline.results.get(name)
+        if base is None:
+            return None
+        threshold, drift_note = self.threshold_for(name)
+        if not base.samples:
+            return gate.Comparison(name, gate.INCONCLUSIVE, threshold, n_current=len(samples),
+                                   note="the baseline kept no raw samples: save it with --benchmark-save-data")
+        result = gate.compare_unpaired(name, base.samples, samples, threshold, alpha=self.alpha, tests=self.compared)
+        return result.with_note(gate.join_notes(note, drift_note))
+
+    def unmatched(self, measured: Mapping[str, Sequence[float]], collected: Sequence[str]) -> list[gate.Comparison]:
+        """NEW rows (measured now, not in the baseline) and MISSING rows (in the baseline, not collected now)."""
+        rows = [gate.new_benchmark(n, samples, self.thresholds.get(n, self.threshold))
+                for n, samples in measured.items() if n not in self.baseline.results]
+        rows += [gate.missing_benchmark(n, r.samples, self.threshold)
+                 for n, r in self.baseline.results.items() if n not in collected]
+        return rows
+
+    def meta(self, threads: Mapping) -> dict:
+        if self.history_runs >= 3:
+            drift = f"thresholds raised to the run-to-run drift of {self.history_runs} saved runs where larger"
+        else:
+            drift = (f"UNKNOWN: {self.history_runs} saved run(s) of this machine; save at least 3 "
+                     "(pytest perf --benchmark-autosave), or use python -m perf.ab on a shared machine")
+        return {
+            "mode": "saved baseline",
+            "metric": self.baseline.metric.value,
+            "baseline": self.baseline.source,
+            "run-to-run drift": drift,
+            "alpha": self.alpha,
+            "control": f"Bonferroni over {self.compared} compared benchmarks (alpha/m per benchmark)",
+            "threshold": self.threshold_source or f"{gate.percent(self.threshold)} (ini perf_thresholds and "
+                                                  "perf_threshold markers override; raised to the baseline's noise floor)",
+            "threads": dict(threads),
+        }
