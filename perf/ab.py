@@ -19,11 +19,9 @@ rounds. Exit status: 0 pass, 1 at least one REGRESSED, 2 usage or environment er
 
 Why the minimum: the noise of a shared machine only ever adds time, in bursts that catch
 some processes and not others, so the fastest sample of a process moves least from process
-to process (Chen and Revels, "Robust benchmarking in noisy environments", 2016). On the
-2-core development VM the round-to-round spread of the log ratios was 1.2 to 4 times smaller
-with minima than with medians, and up to 20 times once the trimmed test sets wild rounds aside
-(docs/results/gate.md). The median remains available for code whose typical call, not its
-best one, is what changed.
+to process (Chen and Revels, "Robust benchmarking in noisy environments", 2016); how much
+less, measured, is in docs/results/gate.md. The median remains available for code whose
+typical call, not its best one, is what changed.
 
 Modes (--mode): ``duet`` runs base and head of a round at the same time, each pinned to its
 own half of the CPUs (which half alternates with the round order), so both see the same
@@ -32,21 +30,18 @@ default) is duet with at least 2 CPUs and no GPU visible (sides would share an a
 else sequential.
 
 The test is Yuen's trimmed paired t-test on the log ratios (gate.compare_paired): on a shared
-machine a whole process now and then runs 30-60% slow on every benchmark, and the trimmed
-mean sets such rounds aside. Default R = 16: a duet round of the seed selection takes about
-13 s on the 2-core development VM, so R = 16 costs about 3.5 minutes there. The recheck's
-rounds pool with the first R: a second look that only happens when the first could not
-decide, and whose REGRESSED still needs the whole interval past the threshold; under A/A it
-keeps the suite-wide false-alarm rate within alpha in simulation (tests/test_ab.py). What
-this design detects and how often it cries wolf on that VM: docs/results/gate.md.
+machine a whole process now and then runs slow on every benchmark, and the trimmed mean sets
+such rounds aside. The recheck (``gate.undecided``, the rule the saved-baseline gate uses
+too) pools its rounds with the first R: a second look that only happens when the first could
+not decide, and whose REGRESSED still needs the whole interval past the threshold; under A/A
+it keeps the suite-wide false-alarm rate within alpha in simulation (tests/test_ab.py). What
+this design detects, how often it cries wolf and what it costs: docs/results/gate.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
-import json
 import os
 import platform
 import random
@@ -60,7 +55,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from perf import gate
+from perf import gate, machine, render, results
+from perf.cli import PASS, REGRESSION, Parser, UsageError, git, run_main, split_dashdash
 
 DEFAULT_ROUNDS = 16
 # One number per benchmark and process; the first is the default.
@@ -71,25 +67,16 @@ BASE, HEAD = "base", "head"
 TAIL_LINES = 15  # lines of a failing pytest's output shown
 # Set by an outer pytest (this suite's own tests under xdist, say): inherited, they would turn
 # the children's benchmarks off.
-OUTER_PYTEST = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST")
-
-
-class AbError(Exception):
-    """A usage or environment error: printed as one line, exit status 2."""
+PROG = "python -m perf.ab"
 
 
 # --------------------------------------------------------------------------- arguments
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump; main() turns it into exit status 2
-        raise AbError(f"{message} (see python -m perf.ab --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m perf.ab", allow_abbrev=False,
-                description="Interleaved A/B benchmark of two git revisions with a statistical gate.",
-                epilog="Options this command does not know (and everything after --) go to pytest on both sides, "
+    p = Parser(prog=PROG, allow_abbrev=False,
+               description="Interleaved A/B benchmark of two git revisions with a statistical gate.",
+               epilog="Options this command does not know (and everything after --) go to pytest on both sides, "
                        "e.g. -- --perf-backend numpy,torch-cpu --perf-size seed. Exit status: 0 pass, 1 regression, 2 error.")
     p.add_argument("--base", metavar="REV", help="base revision (default: merge-base of HEAD and origin/main, else HEAD~1)")
     p.add_argument("--head", metavar="REV", help="head revision (default: the working tree, uncommitted changes included)")
@@ -121,36 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Our options, plus `pytest_args` (what follows '--' and any option we do not know),
     `base_args`/`head_args` (split with shlex) and `threshold` parsed to a fraction."""
-    argv = list(argv)
-    tail = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, tail = argv[:cut], argv[cut + 1:]
+    argv, tail = split_dashdash(argv)
     opts, unknown = build_parser().parse_known_args(argv)
     opts.pytest_args = unknown + tail
     try:
         opts.threshold = gate.parse_threshold(opts.threshold)
     except gate.GateError as e:
-        raise AbError(str(e)) from None
+        raise UsageError(str(e)) from None
     if opts.rounds < gate.MIN_SAMPLES:
-        raise AbError(f"--rounds {opts.rounds}: expected an integer >= {gate.MIN_SAMPLES} "
+        raise UsageError(f"--rounds {opts.rounds}: expected an integer >= {gate.MIN_SAMPLES} "
                       "(fewer rounds cannot decide anything)")
     if opts.recheck_rounds is None:
         opts.recheck_rounds = 2 * opts.rounds
     if opts.recheck_rounds < 0:
-        raise AbError(f"--recheck-rounds {opts.recheck_rounds}: expected an integer >= 0 (0: no recheck)")
+        raise UsageError(f"--recheck-rounds {opts.recheck_rounds}: expected an integer >= 0 (0: no recheck)")
     for name in ("alpha", "confidence"):
         if not 0 < getattr(opts, name) < 1:
-            raise AbError(f"--{name} {getattr(opts, name)}: expected a number strictly between 0 and 1")
+            raise UsageError(f"--{name} {getattr(opts, name)}: expected a number strictly between 0 and 1")
     try:
         opts.base_args = shlex.split(opts.base_pytest_args)
         opts.head_args = shlex.split(opts.head_pytest_args)
     except ValueError as e:
-        raise AbError(f"--base-pytest-args/--head-pytest-args: {e}") from None
+        raise UsageError(f"--base-pytest-args/--head-pytest-args: {e}") from None
     for name in ("base", "head"):
         rev = getattr(opts, name)
         if rev is not None and (not rev or rev.startswith("-")):
-            raise AbError(f"--{name} {rev!r}: expected a git revision")
+            raise UsageError(f"--{name} {rev!r}: expected a git revision")
     return opts
 
 
@@ -168,21 +151,14 @@ def round_orders(rounds: int, seed: int) -> list[tuple[str, str]]:
 
 
 def read_round(path: str | os.PathLike, statistic: str = "min") -> dict[str, float]:
-    """{fullname: `statistic` (a key of STATISTICS) of stats["data"]} from one pytest-benchmark
-    JSON file, in file order; benchmarks without raw data (disabled, errored) are left out."""
+    """{name: `statistic` (a key of STATISTICS) of its samples} from one process's results file, in
+    file order; benchmarks without raw samples (disabled, errored) are left out."""
     summarize = STATISTICS[statistic]
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-        benchmarks = doc["benchmarks"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AbError(f"cannot read pytest-benchmark JSON {path}: {e}") from None
-    result = {}
-    for bench in benchmarks:
-        data = [float(x) for x in (bench.get("stats") or {}).get("data") or []]
-        if data:
-            result[bench["fullname"]] = summarize(data)
-    return result
+        run = results.load_run(path)
+    except results.ResultsError as exc:
+        raise UsageError(f"cannot read the results of a side: {exc}") from None
+    return {name: summarize(r.samples) for name, r in run.results.items() if r.samples}
 
 
 def pair_rounds(base_rounds: Sequence[dict[str, float]], head_rounds: Sequence[dict[str, float]]):
@@ -220,14 +196,8 @@ def decide(base_rounds, head_rounds, threshold: float, alpha: float = 0.05, conf
 
 
 def to_recheck(comparisons: Sequence[gate.Comparison]) -> list[str]:
-    """Names of the paired benchmarks left undecided, the ones measured again: INCONCLUSIVE, or
-    UNCHANGED with an interval that still reaches past the regression threshold (the estimate
-    is within it, but a regression of that size is not ruled out)."""
-    def undecided(c: gate.Comparison) -> bool:
-        if c.verdict == gate.UNCHANGED:
-            return c.ci_high is not None and c.ci_high > 1 + c.threshold
-        return c.verdict == gate.INCONCLUSIVE and bool(c.n_baseline and c.n_current)
-    return [c.name for c in comparisons if undecided(c)]
+    """Names of the paired benchmarks the gate left undecided (``gate.undecided``): measured again."""
+    return [c.name for c in comparisons if gate.undecided(c)]
 
 
 def recheck_args(args: Sequence[str], names: Sequence[str]) -> list[str]:
@@ -247,14 +217,12 @@ def decide_with_recheck(first, again, names: Sequence[str], threshold: float, al
     more = {side: [{n: v for n, v in r.items() if n in names} for r in again[side]] for side in (BASE, HEAD)}
     comps = decide(first[BASE] + more[BASE], first[HEAD] + more[HEAD], threshold, alpha, confidence)
     rounds = len(again[BASE])
-    note = f"measured again: {rounds} more rounds"
-    return [dataclasses.replace(c, note=f"{note}; {c.note}" if c.note else note) if c.name in names else c
-            for c in comps]
+    return [c.with_note(f"measured again: {rounds} more rounds") if c.name in names else c for c in comps]
 
 
 def exit_status(comparisons: Sequence[gate.Comparison]) -> int:
-    """0 when nothing REGRESSED, else 1."""
-    return 0 if gate.passed(comparisons) else 1
+    """PASS when nothing REGRESSED, else REGRESSION."""
+    return PASS if gate.passed(comparisons) else REGRESSION
 
 
 def _selects_path(arg: str) -> bool:
@@ -272,50 +240,38 @@ def pytest_command(tree: str | os.PathLike, json_path: str | os.PathLike, args: 
 # --------------------------------------------------------------------------- git and processes (thin)
 
 
-def git(repo: str | os.PathLike, *args: str) -> str:
-    """Run git in `repo`; its stdout stripped; AbError with git's last line on failure."""
-    try:
-        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-    except FileNotFoundError:
-        raise AbError("git not found on PATH") from None
-    if proc.returncode:
-        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise AbError(f"git {' '.join(args)}: {last}")
-    return proc.stdout.strip()
-
-
 def toplevel(path: str | os.PathLike) -> Path:
     if not Path(path).is_dir():
-        raise AbError(f"not a directory: {path}")
+        raise UsageError(f"not a directory: {path}")
     try:
         return Path(git(path, "rev-parse", "--show-toplevel"))
-    except AbError:
-        raise AbError(f"not a git repository: {Path(path).resolve()}") from None
+    except UsageError:
+        raise UsageError(f"not a git repository: {Path(path).resolve()}") from None
 
 
 def resolve(repo, rev: str) -> str:
-    """The commit a revision names, or AbError('unknown revision ...')."""
+    """The commit a revision names, or UsageError('unknown revision ...')."""
     try:
         return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    except AbError:
-        raise AbError(f"unknown revision {rev!r} in {repo}") from None
+    except UsageError:
+        raise UsageError(f"unknown revision {rev!r} in {repo}") from None
 
 
 def default_base(repo) -> str:
     """merge-base of HEAD and origin/main when origin/main exists, else HEAD~1."""
     try:
         git(repo, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/main")
-    except AbError:
+    except UsageError:
         pass
     else:
         try:
             return git(repo, "merge-base", "HEAD", "origin/main")
-        except AbError:
+        except UsageError:
             pass
     try:
         return resolve(repo, "HEAD~1")
-    except AbError:
-        raise AbError("no default base: no origin/main and no HEAD~1; pass --base REV") from None
+    except UsageError:
+        raise UsageError("no default base: no origin/main and no HEAD~1; pass --base REV") from None
 
 
 def add_worktree(repo, sha: str, dest: Path) -> Path:
@@ -327,18 +283,17 @@ def remove_worktree(repo, dest: Path) -> None:
     """Best effort: a failure here must not hide the run's own outcome."""
     try:
         git(repo, "worktree", "remove", "--force", str(dest))
-    except AbError:
+    except UsageError:
         shutil.rmtree(dest, ignore_errors=True)
         try:
             git(repo, "worktree", "prune")
-        except AbError:
+        except UsageError:
             pass
 
 
 def start_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], cpus=None):
     """Start one side's pytest (pinned to `cpus` when given); (process, command, start time)."""
-    env = {k: v for k, v in os.environ.items() if k not in OUTER_PYTEST}
-    env.update(PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd))
+    env = machine.child_env(PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd))
     cmd = pytest_command(tree, json_path, args)
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -347,13 +302,13 @@ def start_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[
 
 
 def finish_side(side: str, rnd: int, started, json_path: Path, rev_label: str) -> float:
-    """Wait for one side's pytest; its wall time. AbError naming the side with pytest's last lines."""
+    """Wait for one side's pytest; its wall time. UsageError naming the side with pytest's last lines."""
     proc, cmd, start = started
     out, _ = proc.communicate()
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not json_path.exists():
         tail = "\n".join(out.rstrip().splitlines()[-TAIL_LINES:])
-        raise AbError(f"pytest failed on {side} ({rev_label}, round {rnd}, exit status {proc.returncode}); "
+        raise UsageError(f"pytest failed on {side} ({rev_label}, round {rnd}, exit status {proc.returncode}); "
                       f"command: {shlex.join(cmd)}\n{tail}")
     return wall
 
@@ -367,28 +322,19 @@ def resolve_mode(mode: str) -> str:
     """``auto``: duet where there are two CPUs to split and no GPU that both sides would share."""
     if mode != "auto":
         return mode
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    return "duet" if cpus >= 2 and not gpu_visible() else "sequential"
-
-
-def gpu_visible() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available() or torch.backends.mps.is_available())
+    return "duet" if len(machine.cpus()) >= 2 and not machine.gpu_visible() else "sequential"
 
 
 def cpu_halves() -> tuple[set[int], set[int]]:
     """This process's CPUs split in two disjoint halves, for a duet."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cpus = machine.cpus()
     if len(cpus) < 2:
-        raise AbError(f"--mode duet needs at least 2 CPUs, this process may use {len(cpus) or 'an unknown number of'}")
+        raise UsageError(f"--mode duet needs at least 2 CPUs, this process may use {len(cpus)}")
     half = len(cpus) // 2
     return set(cpus[:half]), set(cpus[half:2 * half])
 
 
-def machine() -> str:
+def describe_machine() -> str:
     return f"{platform.node()}, {platform.platform()}, {platform.python_implementation()} {platform.python_version()}, " \
            f"{os.cpu_count()} CPUs"
 
@@ -400,7 +346,7 @@ def measure_rounds(orders, side_args, prefix: str, *, trees, labels, json_dir: P
                    log) -> dict[str, list[dict[str, float]]]:
     """Run one round per entry of `orders` (duet when `halves` is given); {side: one dict per round}.
     Each process's JSON is written as json_dir/PREFIX-NN-SIDE.json."""
-    results = {BASE: [], HEAD: []}
+    rounds = {BASE: [], HEAD: []}
     for rnd, order in enumerate(orders, 1):
         walls = []
         paths = {side: json_dir / f"{prefix}-{rnd:02d}-{side}.json" for side in order}
@@ -423,12 +369,12 @@ def measure_rounds(orders, side_args, prefix: str, *, trees, labels, json_dir: P
                 wall = run_side(side, rnd, trees[side], paths[side], side_args[side], labels[side])
                 walls.append(f"{side} {wall:.1f} s")
         for side in order:
-            results[side].append(read_round(paths[side], statistic))
+            rounds[side].append(read_round(paths[side], statistic))
         log(f"{prefix} {rnd}/{len(orders)}: {', '.join(walls)}")
-    if not any(results[BASE]) and not any(results[HEAD]):
-        raise AbError("no benchmark results on either side "
+    if not any(rounds[BASE]) and not any(rounds[HEAD]):
+        raise UsageError("no benchmark results on either side "
                       "(nothing selected, or benchmarks disabled by -n or --benchmark-disable?)")
-    return results
+    return rounds
 
 
 def run(opts: argparse.Namespace) -> int:
@@ -466,15 +412,15 @@ def run(opts: argparse.Namespace) -> int:
             halves = cpu_halves() if opts.mode == "duet" else None
             measure = functools.partial(measure_rounds, trees=trees, labels=labels, json_dir=json_dir,
                                         halves=halves, statistic=opts.statistic, log=log)
-            results = measure(orders, side_args, "round")
-            comps = decide(results[BASE], results[HEAD], opts.threshold, opts.alpha, opts.confidence)
+            measured = measure(orders, side_args, "round")
+            comps = decide(measured[BASE], measured[HEAD], opts.threshold, opts.alpha, opts.confidence)
             names = to_recheck(comps) if opts.recheck_rounds else []
             if names:
                 log(f"{len(names)} undecided: measuring them again, {opts.recheck_rounds} rounds")
                 again_orders = round_orders(opts.recheck_rounds, opts.seed + 1)
                 again = measure(again_orders, {side: recheck_args(args, names) for side, args in side_args.items()},
                                 "recheck")
-                comps = decide_with_recheck(results, again, names, opts.threshold, opts.alpha, opts.confidence)
+                comps = decide_with_recheck(measured, again, names, opts.threshold, opts.alpha, opts.confidence)
         finally:
             for tree in worktrees:
                 remove_worktree(repo, tree)
@@ -499,35 +445,27 @@ def run(opts: argparse.Namespace) -> int:
         "correction": f"Holm over {gate.tested_count(comps)} comparisons",
         "confidence": opts.confidence,
         "pytest args": shlex.join(opts.pytest_args) or "(none)",
-        "machine": machine(),
+        "machine": describe_machine(),
     }
     if opts.base_args or opts.head_args:
         meta["pytest args, one side"] = f"base: {shlex.join(opts.base_args) or '-'}; head: {shlex.join(opts.head_args) or '-'}"
-    print(gate.to_text(comps, meta), end="")
+    print(render.to_text(comps, meta), end="")
     try:
         if opts.json:
-            doc = gate.to_json(comps, meta)
-            doc["rounds"] = {side: results[side] for side in (BASE, HEAD)}
+            extra = {"rounds": measured}
             if names:
-                doc["recheck rounds"] = {side: again[side] for side in (BASE, HEAD)}
-            Path(opts.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+                extra["recheck rounds"] = again
+            results.write_json(opts.json, results.verdict_report(comps, meta, extra))
         if opts.markdown:
-            Path(opts.markdown).write_text(gate.to_markdown(comps, meta), encoding="utf-8")
+            Path(opts.markdown).write_text(render.to_markdown(comps, meta), encoding="utf-8")
     except OSError as e:
-        raise AbError(f"cannot write the report: {e}") from None
+        raise UsageError(f"cannot write the report: {e.strerror or e} ({e.filename})") from None
     return exit_status(comps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status: 0 pass, 1 regression, 2 usage or environment error (one line, no traceback)."""
-    try:
-        return run(parse_args(sys.argv[1:] if argv is None else argv))
-    except AbError as e:
-        print(f"perf.ab: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("perf.ab: interrupted (worktrees removed)", file=sys.stderr)
-        return 130
+    """Exit status: 0 pass, 1 regression, 2 usage or environment error (one line), 130 interrupted."""
+    return run_main("perf.ab", lambda: run(parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ much each per-process statistic moves from round to round. Everything lands in -
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -31,7 +30,9 @@ from pathlib import Path
 
 from . import machine
 from .ab import STATISTICS, read_round
+from .cli import Parser, UsageError, run_main
 from .gate import TRIM, winsorize
+from .results import ResultsError, load_verdicts, read_json, write_json
 
 BACKENDS = ["--perf-backend", "numpy,torch-cpu"]
 AA = ["--perf-size", "seed", *BACKENDS, "-k", "not roofline"]
@@ -49,12 +50,14 @@ def sh(cmd: list[str], env: dict | None = None) -> tuple[int, float]:
     proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"error: {shlex.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"{shlex.join(cmd)} exited {proc.returncode}: {last}")
     return proc.returncode, time.perf_counter() - start
 
 
 def comparisons(path: Path) -> list[dict]:
-    return [c for c in json.loads(path.read_text())["comparisons"] if c["verdict"] not in ("new", "missing")]
+    """The gate's rows of a verdict report, NEW and MISSING left out."""
+    return [dict(c) for c in load_verdicts(path).rows if c["verdict"] not in ("new", "missing")]
 
 
 def ab(work: Path, name: str, opts: argparse.Namespace, select: list[str], inject: bool) -> tuple[list, list, dict]:
@@ -69,10 +72,10 @@ def ab(work: Path, name: str, opts: argparse.Namespace, select: list[str], injec
     if inject:
         cmd.append(f"--head-pytest-args={PLUGIN}")
     _, wall = sh([*cmd, "--", *select], INJECT if inject else None)
-    doc = json.loads(out.read_text())
+    report = load_verdicts(out)
     base, head = (read_round(work / name / f"round-01-{side}.json", "median") for side in ("base", "head"))
     naive = [{"name": n, "ratio": head[n] / base[n]} for n in base if n in head]
-    return comparisons(out), naive, {"wall": wall, "recheck": doc["meta"].get("recheck", "")}
+    return comparisons(out), naive, {"wall": wall, "recheck": "recheck rounds" in report.extra}
 
 
 def saved(work: Path, name: str, inject: bool) -> tuple[list[dict], list[dict]]:
@@ -117,7 +120,8 @@ def minutes(facts: list[dict]) -> str:
 
 
 def rechecks(facts: list[dict]) -> str:
-    done = [f for f in facts if f["recheck"] and f["recheck"][0].isdigit()]
+    # Summaries written before the structured flag hold perf.ab's meta text ("N more rounds ...").
+    done = [f for f in facts if f["recheck"] is True or (isinstance(f["recheck"], str) and f["recheck"][:1].isdigit())]
     return f"{len(done)} of {len(facts)} runs"
 
 
@@ -237,7 +241,11 @@ def render(res: dict[str, list], meta: dict, work: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
+    return run_main("perf.calibrate", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = Parser(prog="python -m perf.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
     parser.add_argument("--rounds", type=int, default=16, help="A/B rounds (default 16, as python -m perf.ab)")
     parser.add_argument("--recheck-rounds", type=int, help="A/B recheck rounds (default: perf.ab's, 2 x --rounds)")
@@ -256,10 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--render needs --workdir (a calibration's working directory)")
         work = Path(args.workdir)
         try:
-            doc = json.loads((work / "summary.json").read_text())
+            doc = read_json(work / "summary.json", "a calibration summary")
             res, meta = doc["results"], doc["meta"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            parser.error(f"--render: no calibration summary in {work}/summary.json ({e})")
+        except (ResultsError, KeyError, TypeError) as e:
+            raise UsageError(f"--render: no calibration summary in {work}/summary.json ({e})") from None
     else:
         machine.pin_threads(1)  # as the measured runs do, so the fingerprint below is theirs
         work = Path(args.workdir or tempfile.mkdtemp(prefix="perf-calibrate-"))
@@ -276,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "reps": args.reps, "rounds": args.rounds, "sequential": args.sequential, "statistic": args.statistic,
             "recheck_rounds": args.recheck_rounds if args.recheck_rounds is not None else 2 * args.rounds,
         }
-        (work / "summary.json").write_text(json.dumps({"meta": meta, "results": res}, indent=1))
+        write_json(work / "summary.json", {"meta": meta, "results": res}, indent=1)
     lines = render(res, meta, work)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))

@@ -11,7 +11,6 @@ the tolerance (default 10%), 2 on bad input.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -20,9 +19,11 @@ import kernels
 
 from . import machine
 from .cases import PROBES, Case, bind, probe_problem
+from .cli import Parser, UsageError, run_main
 from .gate import GateError, parse_threshold
 from .measure import calibrate, plan, time_round
 from .options import parse_sizes
+from .render import format_time
 from .timers import timer_for
 
 
@@ -50,7 +51,7 @@ def measure_all(backend: str, sizes, timer_mode: str, seconds: float, repeats: i
         bound = bind(case)
         why = bound.check()
         if why:
-            raise SystemExit(f"error: {case.id}: wrong result, not timed: {why}")
+            raise UsageError(f"{case.id}: wrong result, not timed: {why}")
         timer = timer_for(bound.backend, timer_mode)
         a, b = [], []
         for _ in range(repeats):  # alternate, so that drift hits both clocks alike
@@ -65,13 +66,17 @@ def markdown(table: list[dict], tolerance: float, header: str) -> str:
              "|---|---:|---:|---:|---|"]
     for r in table:
         ratio = r["ours_s"] / r["torch_s"]
-        lines.append(f"| `{r['case']}` | {r['ours_s'] * 1e6:.4g} us | {r['torch_s'] * 1e6:.4g} us | {ratio:.3f} "
+        lines.append(f"| `{r['case']}` | {format_time(r['ours_s'])} | {format_time(r['torch_s'])} | {ratio:.3f} "
                      f"| {'yes' if abs(ratio - 1) <= tolerance else '**no**'} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.crosscheck", description=__doc__.splitlines()[0])
+    return run_main("perf.crosscheck", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = Parser(prog="python -m perf.crosscheck", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="torch-cpu", help="a torch backend (default torch-cpu)")
     parser.add_argument("--size", default="seed", help="sizes, as --perf-size (default seed)")
     parser.add_argument("--timer", default="sync", choices=("sync", "events"), help="this suite's device timer")
@@ -88,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             raise kernels.UnknownNameError(f"--backend {args.backend!r}: torch's Timer needs a torch backend")
         kernels.backend(args.backend)
     except (kernels.KernelError, GateError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     threads = machine.pin_threads(args.threads)
     table = measure_all(args.backend, sizes, args.timer, args.seconds, args.repeats)
     fp = machine.fingerprint()
@@ -99,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(table, tolerance, header)
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
     return 0 if all(abs(r["ours_s"] / r["torch_s"] - 1) <= tolerance for r in table) else 1
 
 

@@ -198,8 +198,9 @@ def _parse_result(check: _Checker, where: str, bench: object, run_metric: Metric
     samples = stats.get(SAMPLES_KEY, [])
     if not isinstance(samples, list):
         check.fail(f"{where}.stats.{SAMPLES_KEY}", f"expected a list of numbers, got {_kind(samples)}")
-    values = tuple(check.positive(f"{where}.stats.{SAMPLES_KEY}[{j}]", v) for j, v in enumerate(samples))
-    median = check.positive(f"{where}.stats.median", stats["median"]) if stats.get("median") is not None else None
+    # Zero is a value a coarse clock can give (the gate drops it with a note); negative or non-finite is damage.
+    values = tuple(check.non_negative(f"{where}.stats.{SAMPLES_KEY}[{j}]", v) for j, v in enumerate(samples))
+    median = check.non_negative(f"{where}.stats.median", stats["median"]) if stats.get("median") is not None else None
     iqr = check.finite(f"{where}.stats.iqr", stats["iqr"]) if stats.get("iqr") is not None else None
     if median is None and not values:
         check.fail(f"{where}.stats", "neither raw data nor a median")
@@ -224,8 +225,8 @@ def _parse_process(check: _Checker, where: str, proc: object) -> Process:
     rounds = proc.get("rounds")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         check.fail(f"{where}.rounds", f"expected a positive integer, got {rounds!r:.40}")
-    return Process(rounds, check.positive(f"{where}.min", proc.get("min")),
-                   check.positive(f"{where}.median", proc.get("median")))
+    return Process(rounds, check.non_negative(f"{where}.min", proc.get("min")),
+                   check.non_negative(f"{where}.median", proc.get("median")))
 
 
 class _Checker:
@@ -247,6 +248,12 @@ class _Checker:
         number = self.finite(where, value)
         if number <= 0:
             self.fail(where, f"expected a positive number, got {value!r:.40}")
+        return number
+
+    def non_negative(self, where: str, value: object) -> float:
+        number = self.finite(where, value)
+        if number < 0:
+            self.fail(where, f"expected a number >= 0, got {value!r:.40}")
         return number
 
 

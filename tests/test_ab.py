@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perf import ab, gate
-from perf.ab import BASE, HEAD, AbError
+from perf import ab, gate, machine
+from perf.ab import BASE, HEAD
+from perf.cli import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--", "--benchmark-max-time=0.01", "--benchmark-min-rounds=5"]
@@ -61,7 +62,7 @@ def test_help_lists_the_options_and_exits_0(capsys):
     (["--head-pytest-args=\"unclosed"], "--head-pytest-args"),
 ])
 def test_parse_args_errors_are_one_line(argv, message):
-    with pytest.raises(AbError, match=message) as info:
+    with pytest.raises(UsageError, match=message) as info:
         ab.parse_args(argv)
     assert "\n" not in str(info.value)
 
@@ -97,9 +98,9 @@ def test_read_round_takes_the_minimum_or_the_median_of_raw_data(tmp_path):
 
 def test_read_round_bad_file_is_an_ab_error(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(AbError, match="cannot read pytest-benchmark JSON"):
+    with pytest.raises(UsageError, match="cannot read the results of a side"):
         ab.read_round(tmp_path / "bad.json")
-    with pytest.raises(AbError):
+    with pytest.raises(UsageError):
         ab.read_round(tmp_path / "absent.json")
 
 
@@ -367,12 +368,12 @@ def test_ab_duet_runs_both_sides_at_once_on_disjoint_cpus_and_flags_the_slowdown
 
 def test_auto_mode_is_duet_with_two_cpus_and_no_gpu(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(ab, "gpu_visible", lambda: False)
+    monkeypatch.setattr(machine, "gpu_visible", lambda: False)
     assert ab.resolve_mode("auto") == "duet" and ab.resolve_mode("sequential") == "sequential"
-    monkeypatch.setattr(ab, "gpu_visible", lambda: True)
+    monkeypatch.setattr(machine, "gpu_visible", lambda: True)
     assert ab.resolve_mode("auto") == "sequential"
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    monkeypatch.setattr(ab, "gpu_visible", lambda: False)
+    monkeypatch.setattr(machine, "gpu_visible", lambda: False)
     assert ab.resolve_mode("auto") == "sequential"
 
 
@@ -381,5 +382,5 @@ def test_cpu_halves_are_disjoint_and_need_two_cpus(monkeypatch):
     first, second = ab.cpu_halves()
     assert first == {0, 1} and second == {2, 3}
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
-    with pytest.raises(ab.AbError, match="--mode duet needs at least 2 CPUs"):
+    with pytest.raises(UsageError, match="--mode duet needs at least 2 CPUs"):
         ab.cpu_halves()

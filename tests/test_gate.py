@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from perf import gate
+from perf import gate, render, results
 from perf.ab import DEFAULT_ROUNDS
 from perf.gate import IMPROVED, INCONCLUSIVE, MISSING, NEW, REGRESSED, UNCHANGED, Comparison, GateError
 
@@ -371,7 +371,7 @@ META = {"title": "Performance A/B", "mode": "A/B", "alpha": 0.05, "correction": 
 
 
 def test_text_report_lists_every_row_meta_and_summary(report_rows):
-    text = gate.to_text(report_rows, META)
+    text = render.to_text(report_rows, META)
     for c in report_rows:
         assert c.name in text
     assert "correction: Holm over 4 comparisons" in text and "machine: test-box" in text and "order: BH, HB" in text
@@ -384,7 +384,7 @@ def test_text_report_lists_every_row_meta_and_summary(report_rows):
 
 
 def test_markdown_report_is_a_github_table(report_rows):
-    md = gate.to_markdown(report_rows, META)
+    md = render.to_markdown(report_rows, META)
     assert md.startswith("### Performance A/B: FAIL (1 regressed)")
     assert "| Benchmark | Baseline | Current | Change [95% CI] | p | p adj. | Threshold | Verdict |" in md
     assert "`perf/test_a.py::test_mm[numpy\\|seed]`" in md and "**regressed**" in md and "**improved**" in md
@@ -394,7 +394,7 @@ def test_markdown_report_is_a_github_table(report_rows):
 
 
 def test_json_report_round_trips(report_rows):
-    doc = json.loads(json.dumps(gate.to_json(report_rows, META), allow_nan=False))
+    doc = json.loads(json.dumps(results.verdict_report(report_rows, META), allow_nan=False))
     assert doc["meta"]["correction"] == "Holm over 4 comparisons"
     assert doc["summary"]["passed"] is False and doc["summary"]["counts"][REGRESSED] == 1
     assert doc["summary"]["counts"][NEW] == doc["summary"]["counts"][MISSING] == 1
@@ -406,5 +406,5 @@ def test_json_report_round_trips(report_rows):
 
 def test_all_unchanged_passes():
     rows = [gate.compare_paired("a", [MS] * 4, [MS] * 4, 0.1)]
-    assert gate.passed(rows) and gate.summary_line(rows).startswith("PASS: 0 regressed")
-    assert "PASS" in gate.to_markdown(rows, {})
+    assert gate.passed(rows) and render.summary_line(rows).startswith("PASS: 0 regressed")
+    assert "PASS" in render.to_markdown(rows, {})

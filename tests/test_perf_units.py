@@ -19,7 +19,7 @@ import kernels
 import kernels.numpy_ as numpy_kernels
 from kernels import check
 from kernels.problem import PRESETS, SWEEPS, Problem
-from perf import history, machine, measure, timers
+from perf import history, machine, measure, results, timers
 from perf.cases import PROBES, Case, bind
 from perf.options import parse_sizes, settings
 
@@ -326,8 +326,9 @@ def test_the_pooled_spread_is_used_where_a_benchmark_s_own_is_smaller():
 
 
 def test_run_medians_read_saved_runs():
-    runs = [{"benchmarks": [{"fullname": "t[a]", "stats": {"median": 2.0}}, {"fullname": "t[b]", "stats": {"median": 0}}]},
-            {"benchmarks": [{"fullname": "t[a]", "stats": {"median": 3.0}}]}, {}]
+    docs = [{"benchmarks": [{"fullname": "t[a]", "stats": {"median": 2.0}}, {"fullname": "t[b]", "stats": {"median": 0}}]},
+            {"benchmarks": [{"fullname": "t[a]", "stats": {"median": 3.0}}]}, {"benchmarks": []}]
+    runs = [results.parse_run(doc, f"run{i}") for i, doc in enumerate(docs)]
     assert history.run_medians(runs) == {"t[a]": [2.0, 3.0]}
 
 
