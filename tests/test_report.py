@@ -1,4 +1,4 @@
-"""perf.report on constructed pytest-benchmark JSON: tables, merge, share of peak, crossover, figures, errors."""
+"""perf.report on constructed pytest-benchmark JSON: tables, merge, share of peak, crossover, metrics, figures, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from kernels.problem import STAGES, Problem
-from perf import report
+from perf import render, report
+from perf.cases import PROBES
+from perf.report.__main__ import main
 
 SEED = (64, 1000, 100, 10)
 # A sweep whose names sort differently from their sizes: the report must order by train_step FLOPs.
@@ -29,7 +31,7 @@ def bench(stage: str, backend: str, median: float, *, size: str = "seed", shape=
             "gflops": flops / median / 1e9, "gbps": nbytes / median / 1e9, "threads": {"openblas": 1, "torch": 1},
             "timer": "perf_counter"} | extra
     return {"group": f"{size} {stage}", "name": f"test[{size}-{stage}-{backend}]",
-            "fullname": f"perf/test_x.py::test[{size}-{stage}-{backend}]", "extra_info": info,
+            "fullname": f"perf/test_x.py::test[{size}-{stage}-{backend}-{dtype}]", "extra_info": info,
             "stats": {"median": median, "iqr": median * 0.01 if iqr is None else iqr, "rounds": 10,
                       "data": [median] * 10}}
 
@@ -104,12 +106,15 @@ def test_speedup_is_baseline_time_over_backend_time(tmp_path):
     assert other.cell("hidden", "numpy").speedup == pytest.approx(0.5)
 
 
-def test_share_of_peak_from_the_peak_benchmarks_of_the_same_file_backend_and_dtype(tmp_path):
-    # hidden: 1e8 FLOP in 2 ms = 50 GFLOP/s of a 100 GFLOP/s peak; relu: 1e6 B in 100 us = 10 GB/s of 40 GB/s.
-    stages = [bench("hidden", "numpy", 2e-3, flops=1e8), bench("relu", "numpy", 1e-4, bytes=1e6),
-              bench("train_step", "numpy", 1e-2, flops=2e8),
+def test_share_of_peak_is_the_one_the_suite_recorded(tmp_path):
+    # plugin.pytest_benchmark_update_json stores each stage's share of its own run's roofline probe:
+    # shown as stored, never recomputed from the probes (which would give output 10%, not 12.3%).
+    stages = [bench("hidden", "numpy", 2e-3, flops=1e8, peak_share=0.5),
+              bench("relu", "numpy", 1e-4, bytes=1e6, peak_share=0.25),
+              bench("train_step", "numpy", 1e-2, flops=2e8, peak_share=0.2),
+              bench("output", "numpy", 1e-3, flops=1e7, peak_share=0.123),
+              bench("loss", "numpy", 1e-5),                                    # none recorded, though numpy has peaks
               bench("hidden", "torch-cpu", 2e-3, flops=1e8),                  # torch-cpu has no peaks: no share
-              bench("output", "numpy", 1e-3, flops=1e7, peak_share=0.123),    # recorded by the suite: kept as is
               bench("hidden", "numpy", 2e-3, flops=1e8, dtype="float64")]     # float32 peaks do not apply
     peaks = [peak("peak_matmul", "numpy", 100.0), peak("peak_copy", "numpy", 40.0)]
     merged, tables = tables_of(tmp_path, run(stages + peaks))
@@ -119,16 +124,15 @@ def test_share_of_peak_from_the_peak_benchmarks_of_the_same_file_backend_and_dty
     assert f32.cell("relu", "numpy").share == pytest.approx(0.25)
     assert f32.cell("train_step", "numpy").share == pytest.approx(0.2)
     assert f32.cell("output", "numpy").share == pytest.approx(0.123)
+    assert f32.cell("loss", "numpy").share is None
     assert f32.cell("hidden", "torch-cpu").share is None
     assert f64.cell("hidden", "numpy").share is None
-    assert all(s not in report.PROBES for t in tables for s in t.stages)
+    assert all(s not in PROBES for t in tables for s in t.stages)
     text = report.render_markdown(merged, tables, [])
     assert "| hidden | 2.00 ms · 50% peak | 2.00 ms · 1.00x |" in text
+    assert "| output | 1.00 ms · 12% peak | — |" in text
+    assert "| loss | 10.0 µs | — |" in text
     assert "| numpy | cpu | float32 | 100 GFLOP/s | 40 GB/s |" in text
-
-    # A peak from another file does not apply: the share comes from the same run only.
-    _, (f32_only,) = tables_of(tmp_path, run(stages[:1]), run(peaks))
-    assert f32_only.cell("hidden", "numpy").share is None
 
 
 def test_sizes_ordered_by_train_step_flops_not_by_name(tmp_path):
@@ -150,8 +154,8 @@ def test_noisy_cells_are_marked(tmp_path):
 
 @pytest.mark.parametrize(("seconds", "text"), [(0.000139768, "140 µs"), (4e-3, "4.00 ms"), (1.05, "1.05 s"),
                                                (5e-7, "500 ns"), (9.996e-4, "1.00 ms"), (12.3e-6, "12.3 µs")])
-def test_human_time(seconds, text):
-    assert report.human_time(seconds) == text
+def test_times_in_the_suite_s_one_format(seconds, text):
+    assert render.format_time(seconds) == text
 
 
 # --------------------------------------------------------------------------- merge
@@ -194,7 +198,7 @@ def test_crossover_at_the_smallest_size_from_which_the_gpu_stays_faster(tmp_path
     (x,) = report.crossovers(tables)
     assert (x.backend, x.at.size, x.at.cpu_backend, x.below.size) == ("torch-cuda", "sweep-1024", "torch-cpu", "sweep-256")
     assert (x.at.gpu, x.at.cpu) == (2e-3, 8e-3)
-    lines = report._crossover_lines([x], tables)
+    lines = report.crossover_lines([x], tables)
     assert any("torch-cuda overtakes the fastest CPU backend from sweep-1024" in line and "4.00x" in line for line in lines)
 
 
@@ -237,7 +241,7 @@ def full_run() -> tuple[dict, dict]:
 def test_command_writes_report_and_readable_figures(tmp_path, capsys):
     cpu, gpu = full_run()
     out = tmp_path / "out"
-    rc = report.main([write(tmp_path, "cpu.json", cpu), write(tmp_path, "gpu.json", gpu), "--out", str(out)])
+    rc = main([write(tmp_path, "cpu.json", cpu), write(tmp_path, "gpu.json", gpu), "--out", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert (out / "report.md").read_text(encoding="utf-8") == captured.out
@@ -251,35 +255,67 @@ def test_command_writes_report_and_readable_figures(tmp_path, capsys):
     assert "## sweep-64:" in captured.out and captured.out.index("## sweep-64:") < captured.out.index("## sweep-1024:")
 
 
+ERROR = "python -m perf.report: error: "
+
+
+def damaged(edit) -> dict:
+    """A run as the suite writes it, with one field damaged by ``edit``."""
+    data = run([bench("relu", "numpy", 1e-5), bench("hidden", "numpy", 1e-3)])
+    edit(data)
+    return data
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     (None, None, "no such file"),
     ("bad.json", "{not json", "not pytest-benchmark JSON (invalid JSON at line 1"),
-    ("list.json", [1, 2], "not pytest-benchmark JSON (no 'benchmarks' list"),
-    ("other.json", {"results": []}, "not pytest-benchmark JSON (no 'benchmarks' list"),
+    ("truncated.json", json.dumps(run([bench("relu", "numpy", 1e-5)]))[:300], "not pytest-benchmark JSON (invalid JSON"),
+    ("list.json", [1, 2], "not pytest-benchmark JSON: the top level is a list"),
+    ("other.json", {"results": []}, "benchmarks: missing or not a list: not pytest-benchmark JSON"),
     ("empty.json", {"benchmarks": []}, "holds no benchmarks"),
-    ("plain.json", {"benchmarks": [{"name": "test_x", "stats": {"median": 1.0}, "extra_info": {}}]},
-     "none of its 1 benchmarks has extra_info with a stage and backend"),
-    ("nostats.json", {"benchmarks": [{"extra_info": {"stage": "relu", "backend": "numpy"}, "stats": {}}]},
-     "has a usable median time"),
+    ("plain.json", {"benchmarks": [{"fullname": "t.py::test_x", "stats": {"median": 1.0}, "extra_info": {}}]},
+     "none of its 1 benchmarks has the extra_info this suite writes (stage, backend, device, dtype, size)"),
+    ("nostats.json", {"benchmarks": [{"fullname": "t.py::x", "extra_info": {"stage": "relu"}, "stats": {}}]},
+     "benchmarks[0] (t.py::x).stats: neither raw data nor a median"),
+    ("noname.json", damaged(lambda d: d["benchmarks"][1].pop("fullname")), "benchmarks[1].fullname: missing"),
+    ("median.json", damaged(lambda d: d["benchmarks"][1]["stats"].update(median="fast", data=[])),
+     "benchmarks[1] (perf/test_x.py::test[seed-hidden-numpy-float32]).stats.median: expected a finite number, got 'fast'"),
+    ("data.json", damaged(lambda d: d["benchmarks"][0]["stats"]["data"].insert(3, None)), "stats.data[3]: expected a finite"),
+    ("info.json", damaged(lambda d: d["benchmarks"][0].update(extra_info=["relu"])),
+     "benchmarks[0] (perf/test_x.py::test[seed-relu-numpy-float32]).extra_info: expected an object, got a list"),
+    ("stage.json", damaged(lambda d: d["benchmarks"][1]["extra_info"].update(stage=7)),
+     "benchmarks[1] (perf/test_x.py::test[seed-hidden-numpy-float32]).extra_info.stage: expected a non-empty string, got 7"),
+    ("flops.json", damaged(lambda d: d["benchmarks"][0]["extra_info"].update(flops="lots")),
+     ".extra_info.flops: expected a number >= 0, got 'lots'"),
+    ("share.json", damaged(lambda d: d["benchmarks"][0]["extra_info"].update(peak_share=-0.5)),
+     ".extra_info.peak_share: expected a number >= 0, got -0.5"),
+    ("shape.json", damaged(lambda d: d["benchmarks"][0]["extra_info"]["shape"].update(N="64")), ".extra_info.shape: expected"),
+    ("metric.json", damaged(lambda d: d["benchmarks"][0]["extra_info"].update(metric="joules")),
+     ".extra_info.metric: unknown metric 'joules'; known: time, instructions, cycles"),
 ])
-def test_bad_input_exits_2_with_one_line(tmp_path, capsys, name, content, message):
+def test_bad_or_damaged_input_exits_2_with_one_line(tmp_path, capsys, name, content, message):
     path = str(tmp_path / "missing.json") if name is None else write(tmp_path, name, content)
-    assert report.main([path, "--out", str(tmp_path / "out")]) == 2
+    assert main([path, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err and path in err
+    assert err.startswith(f"{ERROR}{path}: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_baseline_backend_and_bad_usage_exit_2(tmp_path, capsys):
     good = write(tmp_path, "good.json", run([bench("relu", "numpy", 1e-5)]))
-    assert report.main([good, "--baseline-backend", "nmupy", "--out", str(tmp_path / "out")]) == 2
+    assert main([good, "--baseline-backend", "nmupy", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --baseline-backend 'nmupy'") and err.count("\n") == 1
-    with pytest.raises(SystemExit) as exc:
-        report.main([])
-    assert exc.value.code == 2
+    assert err.startswith(f"{ERROR}--baseline-backend 'nmupy'") and err.count("\n") == 1
+    assert main([]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith(ERROR) and "required: RESULTS.json" in err and err.count("\n") == 1
+
+
+def test_benchmarks_not_written_by_the_suite_are_skipped_with_a_note(tmp_path, capsys):
+    data = run([bench("relu", "numpy", 1e-5), {"fullname": "t.py::test_other", "stats": {"median": 1.0, "data": [1.0]}}])
+    assert main([write(tmp_path, "mixed.json", data), "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "mixed.json: skipped 1 of 2 benchmarks without extra_info stage, backend, device, dtype, size" in captured.err
+    assert "| relu | 10.0 µs |" in captured.out and "- note: " in captured.out
 
 
 def test_module_runs_without_torch_and_fails_without_traceback(tmp_path):
@@ -289,7 +325,38 @@ def test_module_runs_without_torch_and_fails_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nope.json")], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2, done.stderr
-    assert done.stderr == f"error: {tmp_path / 'nope.json'}: no such file\n"
+    assert done.stderr == f"{ERROR}{tmp_path / 'nope.json'}: no such file\n"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_counted_results_get_tables_of_their_own_never_mixed_with_times(tmp_path, capsys):
+    timed = run([bench("hidden", "numpy", 2e-3, peak_share=0.5), bench("hidden", "torch-cpu", 1e-3),
+                 bench("train_step", "numpy", 1e-2), bench("train_step", "torch-cuda", 1e-3),
+                 bench("relu", "numpy", 5e4, metric="cycles")], gpus=["NVIDIA Test GPU"])   # one benchmark says so itself
+    counted = run([bench("hidden", "numpy", 3.1e6, peak_share=0.9), bench("hidden", "torch-cpu", 6.2e6),
+                   bench("train_step", "numpy", 9e7)])
+    counted["perf"] = {"metric": "instructions"}   # the run's metric, as the plugin writes it
+    merged, tables = tables_of(tmp_path, timed, counted)
+    assert merged.replaced == []   # the same benchmark counted does not replace its time
+    assert [(t.size, str(t.metric)) for t in tables] == [("seed", "time"), ("seed", "instructions"), ("seed", "cycles")]
+    time, instructions, cycles = tables
+    assert time.cell("hidden", "numpy").result.median == 2e-3 and time.cell("hidden", "numpy").share == 0.5
+    assert instructions.cell("hidden", "torch-cpu").speedup == pytest.approx(0.5)
+    assert instructions.cell("hidden", "numpy").share is None   # a share of a rate per second means nothing for a count
+    assert [x.races[0].cpu for x in report.crossovers(tables)] == [1e-2]   # times only
+    text = report.render_markdown(merged, tables, report.crossovers(tables))
+    assert "## seed, instructions per call: N×D_in×H×D_out = 64×1000×100×10" in text
+    assert "| hidden | 3.10 M | 6.20 M · 0.50x |" in text and "| train_step | 90.0 M | — |" in text
+    assert "## seed, cycles per call:" in text and "| relu | 50.0 k |" in text
+    assert "| hidden | 2.00 ms · 50% peak | 1.00 ms · 2.00x | — |" in text
+    assert "instructions ratio (> 1" not in text and "Tables of cycles and instructions: median count per call" in text
+
+    paths = [write(tmp_path, "timed.json", timed), write(tmp_path, "counted.json", counted)]
+    assert main([*paths, "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "stages-seed-cycles.png", "stages-seed-instructions.png", "stages-seed.png", "step-vs-size.png"]
 
 
 @pytest.mark.parametrize(("ratio", "text"), [(0.0052, "0.0052x"), (0.8, "0.80x"), (2, "2.00x"), (45.5, "45.5x"),
