@@ -57,7 +57,7 @@ def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_forei
     if not allow_foreign:
         raise BaselineError(f"the baseline {run.source} {what}; save a new one here with --benchmark-autosave, "
                             "or compare anyway with --perf-allow-foreign-baseline")
-    return f"Comparing anyway (--perf-allow-foreign-baseline): the baseline {what}."
+    return f"Comparing anyway (--perf-allow-foreign-baseline): the baseline {run.source} {what}."
 
 
 @dataclass

@@ -218,8 +218,9 @@ def _dropped_note(side: str, dropped: int, total: int) -> str:
 
 
 def percent(fraction: float) -> str:
-    """0.05 -> '5%' (3 significant digits): thresholds and changes in notes and tables."""
-    return f"{fraction * 100:.3g}%"
+    """0.05 -> '5%', 0.123 -> '12.3%', 10 -> '1000%': thresholds in notes and tables."""
+    value = fraction * 100
+    return f"{value:.3g}%" if value < 1000 else f"{value:.0f}%"
 
 
 def join_notes(*notes: str) -> str:

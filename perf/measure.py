@@ -93,10 +93,10 @@ def checked(case: Case) -> Bound:
 
 def run(benchmark, case: Case, perf, item: pytest.Item) -> None:
     """The body of every perf test: check the result, time it, judge it, record it."""
+    pb.mark_used(benchmark)  # a failed check measures nothing, on purpose
     bound = checked(case)
     if benchmark.disabled:  # under xdist or --benchmark-disable: one call as a smoke test
         bound.target(*(bound.setup()[0] if bound.setup else bound.args))
-        pb.mark_used(benchmark)
         return
     timer = timer_for(bound.backend, perf.settings.timer)
     plan_ = Plan(bound, timer, *pb.limits(benchmark))

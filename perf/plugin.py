@@ -59,6 +59,7 @@ class PerfSession:
     comparisons: list[gate.Comparison] = field(default_factory=list)
     failed: dict[str, bool] = field(default_factory=dict)            # node id -> failed on a regression
     errors: list[str] = field(default_factory=list)                  # environment failures, said at the end
+    warnings: list[str] = field(default_factory=list)                # said in the report header
 
     @functools.cached_property
     def fingerprint(self) -> dict[str, object]:
@@ -100,6 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if Metric(s.metric).counted:
         raise pytest.UsageError(f"--perf-metric={s.metric}: counting under callgrind is not available in this version")
     perf = PerfSession(s, machine.pin_threads(s.threads))
+    _ = perf.fingerprint  # taken now, threads pinned, before anything the run loads could change what it lists
     config.stash[SESSION] = perf
     config.pluginmanager.register(perf, "perf-session")
     threshold_source = _take_over_compare_fail(config, perf)
@@ -154,8 +156,7 @@ def _choose_baseline(config: pytest.Config, perf: PerfSession, threshold_source:
         raise pytest.UsageError(f"--benchmark-compare={spec}: {exc}") from None
     except BaselineError as exc:
         raise pytest.UsageError(str(exc)) from None
-    for warning in filter(None, warnings):
-        print(f"perf: warning: {warning}", file=sys.stderr)
+    perf.warnings += [w for w in warnings if w]
     if run is None:
         pb.set_compare(config, None)
         return
@@ -333,9 +334,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    perf = perf_session(session.config)
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    for warning in perf.warnings:  # said in every verbosity, before the tests run
+        if terminal is not None:
+            terminal.write_line(f"perf: warning: {warning}", yellow=True)
     bs = pb.session(session.config)
     if bs is not None:
-        pb.replace_save(bs, functools.partial(_save, bs, perf_session(session.config)))
+        pb.replace_save(bs, functools.partial(_save, bs, perf))
 
 
 def _save(bs, perf: PerfSession, output_json: dict, name: str) -> None:

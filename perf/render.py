@@ -64,7 +64,7 @@ def change_with_interval(c: Comparison) -> str:
 def regression_line(c: Comparison, metric: Metric | str = Metric.TIME) -> str:
     """One line for a failed benchmark: 'NAME: REGRESSED by +30.0% (interval ...), median ... -> ..., ...'."""
     return (f"{c.name}: REGRESSED by {format_change(c.ratio)} (interval {format_change(c.ci_low)} .. "
-            f"{format_change(c.ci_high)}), {format_value(c.baseline_median, metric)} -> "
+            f"{format_change(c.ci_high)}), median {format_value(c.baseline_median, metric)} -> "
             f"{format_value(c.current_median, metric)}, threshold {percent(c.threshold)}, p={format_p(c.p_adjusted)}")
 
 

@@ -338,10 +338,11 @@ def write_json(path: str | os.PathLike, doc: object, *, indent: int | None = 2) 
 def save_new(folder: str | os.PathLike, name: str, payload: bytes, *, first: int = 1) -> Path:
     """Write ``payload`` as ``folder/NNNN_name.json`` with the next free number, never replacing a file.
 
-    The bytes go to a temporary file (fsync'd), which is then hard-linked under the numbered
-    name: the link fails if another save took that number meanwhile, and the next number is
-    tried. So two saves at once both land, each whole, and nothing saved is ever overwritten.
-    The temporary file is removed whatever happens (an interrupted save leaves nothing).
+    The bytes go to a temporary file (fsync'd); then, holding the folder's lock (two saves at
+    once take turns, whatever their names), the next number is chosen and the file hard-linked
+    under it. The link fails rather than replace a file of the same name (a writer that does not
+    take the lock), and the number after is tried. The temporary file is removed whatever
+    happens: an interrupted save leaves no part of a run.
     """
     directory = Path(folder)
     # Not *.json: pytest-benchmark's listing and loading glob for it, and must never see a part.
@@ -352,18 +353,35 @@ def save_new(folder: str | os.PathLike, name: str, payload: bytes, *, first: int
             fh.flush()
             os.fsync(fh.fileno())
         _keep_umask_mode(tmp)
-        number = max([first - 1, *(_number_of(p) for p in saved_files(directory))]) + 1
-        for _ in range(10_000):
-            target = directory / f"{number:04d}_{name}.json"
-            try:
-                os.link(tmp, target)
-                return target
-            except FileExistsError:
-                number += 1
+        with _folder_lock(directory):
+            number = max([first - 1, *(_number_of(p) for p in saved_files(directory))]) + 1
+            for _ in range(10_000):
+                target = directory / f"{number:04d}_{name}.json"
+                try:
+                    os.link(tmp, target)
+                    return target
+                except FileExistsError:
+                    number += 1
         raise ResultsError(f"{directory}: no free number to save {name!r} under")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _folder_lock(directory: Path):
+    """An exclusive flock on the folder itself (no lock file to leave behind; a no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _number_of(path: Path) -> int:

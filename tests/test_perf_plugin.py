@@ -29,9 +29,11 @@ import pytest
 
 import kernels
 from kernels.problem import SWEEPS, Problem
-from perf import machine, plugin
+from perf import machine, plugin, results
+from perf.baseline import BaselineError, check_comparable
 from perf.cases import PROBES
 from perf.options import settings
+from perf.results import Metric
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).resolve().parent / "plugins"  # -p modules: perf_wrong_relu, perf_interrupt_second
@@ -258,7 +260,7 @@ def test_threads_are_pinned_as_asked_for_torch_and_the_blas_pools(wrong_relu):
 
 @slow
 def test_a_wrong_kernel_fails_its_benchmarks_before_timing_and_the_others_pass(wrong_relu):
-    assert wrong_relu.rc == 1, wrong_relu.output
+    assert wrong_relu.rc == plugin.EXIT_CHECK_FAILED, wrong_relu.output  # a failed check: not a regression (1)
     wrong = {node("relu", "numpy"), node("train_step", "numpy")}  # train_step composes numpy's relu
     outcomes = wrong_relu.outcomes()
     assert set(outcomes["FAILED"]) == wrong
@@ -393,7 +395,7 @@ def test_a_constructed_regression_fails_that_test_only(compared):
     failures = run.section("FAILURES").strip().splitlines()
     assert re.fullmatch(r"_+ test_stage\[8x16x8x4-hidden-numpy\] _+", failures[0])
     assert re.fullmatch(rf"{re.escape(regressed)}: REGRESSED by \+[\d.]+% \(interval \+[\d.]+% \.\. \+[\d.]+%\), "
-                        r"median .* us -> .* us, threshold 1000\.0%, p=\S+", failures[1])
+                        r"median .* [nµm]?s -> .* [nµm]?s, threshold 1000%, p=\S+", failures[1])
     assert len(failures) == 2
     assert "Traceback" not in run.output and "PerformanceRegression" not in run.output
 
@@ -505,7 +507,7 @@ def test_an_interrupted_run_saves_nothing_and_says_so(saved, tmp_path):
 def test_a_run_stopped_by_maxfail_is_not_saved_either(tmp_path):
     run = pytest_perf(*FAST, "--perf-backend", "numpy", *NO_ROOFLINE, "-p", "perf_wrong_relu", "-x", "--benchmark-autosave",
                       storage_option(tmp_path))
-    assert run.rc == 1 and "stopping after 1 failures" in run.output, run.output
+    assert run.rc == plugin.EXIT_CHECK_FAILED and "stopping after 1 failures" in run.output, run.output
     assert saved_files(tmp_path) == {}
 
 
@@ -517,7 +519,7 @@ def test_a_baseline_from_another_cpu_is_refused_with_one_line(saved, tmp_path):
     storage = copy_storage(saved.storage, tmp_path / "storage")
     edit_saved_run(storage, lambda data: data["machine_info"]["perf_fingerprint"].update(cpu="Another CPU 9000"))
     run = pytest_perf(*FAST, *CPU, "-k", "relu", "--benchmark-compare", storage_option(storage))
-    assert_one_line_error(run, f"ERROR: the baseline was recorded on a different machine (cpu: 'Another CPU 9000' -> "
+    assert_one_line_error(run, "ERROR: the baseline ", f" was recorded on a different machine (cpu: 'Another CPU 9000' -> "
                                f"{machine.cpu_model()!r}); ", "--perf-allow-foreign-baseline", "--benchmark-autosave")
 
 
@@ -535,8 +537,8 @@ def test_a_foreign_baseline_is_compared_when_allowed(saved, tmp_path):
     assert set(run.outcomes()["PASSED"]) == relu
     rows = gate_rows(run)
     assert {n for n, verdict in rows.items() if verdict != "missing"} == relu  # the deselected ones are listed as missing
-    assert "Comparing anyway (--perf-allow-foreign-baseline): the baseline was recorded on a different machine (threads:" \
-        in run.output
+    assert re.search(r"Comparing anyway \(--perf-allow-foreign-baseline\): the baseline \S+ was recorded on a different "
+                     r"machine \(threads:", run.output)
     assert "Benchmark machine_info is different" not in run.output
 
 
@@ -549,30 +551,42 @@ def perf_config(allow_foreign: bool = False) -> SimpleNamespace:
                            invocation_params=SimpleNamespace(args=("perf",)))
 
 
-def compare_machine_info(saved_fingerprint: dict | None, allow_foreign: bool = False) -> None:
-    current = {"perf_fingerprint": machine.fingerprint()}
-    saved = {"machine_info": {} if saved_fingerprint is None else {"perf_fingerprint": saved_fingerprint}}
-    plugin.pytest_benchmark_compare_machine_info(perf_config(allow_foreign), None, current, saved)
+def check_baseline(saved_fingerprint: dict | None, allow_foreign: bool = False, metric: Metric = Metric.TIME) -> str:
+    doc = {"machine_info": {} if saved_fingerprint is None else {"perf_fingerprint": saved_fingerprint},
+           "benchmarks": [], "perf": {"metric": metric.value}}
+    return check_comparable(results.parse_run(doc, "B.json"), machine.fingerprint(), Metric.TIME, allow_foreign)
 
 
 def test_a_baseline_with_other_thread_counts_is_refused():
     other = {**machine.fingerprint(), "threads": {"openblas": 4, "torch": 4}}
-    with pytest.raises(pytest.UsageError) as info:
-        compare_machine_info(other)
+    with pytest.raises(BaselineError) as info:
+        check_baseline(other)
     message = str(info.value)
-    assert message.startswith("the baseline was recorded on a different machine (threads: {'openblas': 4, 'torch': 4} -> {")
+    assert message.startswith("the baseline B.json was recorded on a different machine "
+                              "(threads: {'openblas': 4, 'torch': 4} -> {")
     assert "cpu:" not in message and "--perf-allow-foreign-baseline" in message and "\n" not in message
 
 
 def test_a_baseline_without_a_fingerprint_is_refused():
-    with pytest.raises(pytest.UsageError, match=r"^the baseline has no machine fingerprint; .*--perf-allow-foreign-baseline$"):
-        compare_machine_info(None)
+    with pytest.raises(BaselineError, match=r"^the baseline B.json has no machine fingerprint; .*-allow-foreign-baseline$"):
+        check_baseline(None)
 
 
 def test_the_same_fingerprint_or_the_flag_lets_the_baseline_through():
-    compare_machine_info(machine.fingerprint())
-    compare_machine_info(None, allow_foreign=True)
-    compare_machine_info({**machine.fingerprint(), "cpu": "elsewhere"}, allow_foreign=True)
+    assert check_baseline(machine.fingerprint()) == ""
+    assert check_baseline(None, allow_foreign=True).startswith("Comparing anyway (--perf-allow-foreign-baseline): the baseline B.json has")
+    assert "cpu: 'elsewhere'" in check_baseline({**machine.fingerprint(), "cpu": "elsewhere"}, allow_foreign=True)
+
+
+def test_a_baseline_of_another_metric_is_refused_even_with_the_flag():
+    with pytest.raises(BaselineError, match=r"holds instructions and this run measures time"):
+        check_baseline(machine.fingerprint(), allow_foreign=True, metric=Metric.INSTRUCTIONS)
+
+
+def test_pytest_benchmark_sees_the_same_machine_info_once_the_suite_accepted_the_baseline():
+    current, saved = {"node": "here", "perf_fingerprint": {}}, {"machine_info": {"node": "elsewhere"}}
+    plugin.pytest_benchmark_compare_machine_info(perf_config(), None, current, saved)
+    assert saved["machine_info"] is current
 
 
 def test_machine_info_loses_the_momentary_clock_and_gains_the_fingerprint():
@@ -585,36 +599,26 @@ def test_machine_info_loses_the_momentary_clock_and_gains_the_fingerprint():
 # --------------------------------------------------------------------------- 8. atomic saves, in process
 
 
-@pytest.fixture
-def storage(tmp_path):
-    from pytest_benchmark.storage.file import FileStorage
-
-    logger = SimpleNamespace(info=lambda *a, **k: None, warning=lambda *a, **k: None)
-    storage = FileStorage(str(tmp_path), logger=logger, default_machine_id="machine")
-    plugin._make_saves_atomic(storage)
-    return storage
-
-
-def test_saves_are_numbered_and_never_replace_an_existing_file(storage, tmp_path, monkeypatch):
-    storage.save({"benchmarks": [1]}, "first")
-    storage.save({"benchmarks": [2]}, "second")
+def test_saves_are_numbered_and_never_replace_an_existing_file(tmp_path, monkeypatch):
+    results.save_new(tmp_path, "first", b'{"benchmarks": [1]}')
+    results.save_new(tmp_path, "second", b'{"benchmarks": [2]}')
     files = saved_files(tmp_path)
-    assert list(files) == ["machine/0001_first.json", "machine/0002_second.json"]
-    assert json.loads(files["machine/0001_first.json"]) == {"benchmarks": [1]}
-    # Two runs racing for the same number: the second is refused, the first kept as it was.
-    monkeypatch.setattr(type(storage), "_next_num", property(lambda self: "0001"))
-    with pytest.raises(FileExistsError):
-        storage.save({"benchmarks": [3]}, "first")
-    assert saved_files(tmp_path) == files
+    assert list(files) == ["0001_first.json", "0002_second.json"]
+    # A writer that ignores the lock took 0003 under this very name meanwhile: the link fails, 0004 is taken.
+    (tmp_path / "0003_first.json").write_bytes(b"theirs")
+    monkeypatch.setattr(results, "saved_files", lambda folder: [tmp_path / "0001_first.json", tmp_path / "0002_second.json"])
+    path = results.save_new(tmp_path, "first", b"3")
+    assert path.name == "0004_first.json" and saved_files(tmp_path) == {**files, "0003_first.json": b"theirs",
+                                                                           "0004_first.json": b"3"}
 
 
-def test_a_save_that_fails_midway_leaves_nothing_behind(storage, tmp_path, monkeypatch):
+def test_a_save_that_fails_midway_leaves_nothing_behind(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(plugin.os, "fsync", disk_full)
+    monkeypatch.setattr(results.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        storage.save({"benchmarks": [1]}, "run")
+        results.save_new(tmp_path, "run", b"{}")
     assert saved_files(tmp_path) == {}
 
 
