@@ -6,10 +6,11 @@
     python -m ci.gpu_env        the GPU, driver and CUDA versions of this machine
     python -m ci.merge_report   one report from the results of every runner class
 
-Exit status, the same for every command:
+Exit status, the same for every command (perf.cli's):
     0  passed, saved, or nothing to gate (no baseline yet, a regression accepted by label)
-    1  a confirmed regression
-    2  usage or environment error (bad arguments, shallow clone, no GPU, pytest failed, nothing saved)
+    1  a regression, and nothing else
+    2  usage or environment error (bad arguments, shallow clone, no GPU, pytest failed, nothing
+       saved, an unusable folder or an unreadable input): one line, and outcome.json and the job
+       summary still written as far as the job got
+  130  interrupted
 """
-
-PASS, REGRESSION, ERROR = 0, 1, 2

@@ -1,29 +1,27 @@
-"""Where a runner's baselines live, and how one is replaced without ever being half-written.
+"""Where a runner's baselines live: pytest-benchmark's own file storage, one per runner class and machine.
 
 Layout, on the runner (ROOT: --root, else $RUNNER_BASELINE_DIR, else ~/.relu-perf-baselines)::
 
-    ROOT/<class>/.lock                      one writer per runner class at a time
-    ROOT/<class>/<key>/fingerprint.json     the machine the baselines below were measured on
-    ROOT/<class>/<key>/current              the name of the snapshot in force (one line)
-    ROOT/<class>/<key>/snapshots/<name>/    baseline.json (pytest-benchmark JSON, raw samples), meta.json;
-                                            the last KEEP are kept: the plugin's run-to-run drift reads them
-    ROOT/<class>/<key>/snapshots/.partial-* a save in progress, or one that was interrupted
+    ROOT/<class>/.lock                  one writer per runner class at a time (saves, pruning, reset)
+    ROOT/<class>/<key>/                 the --benchmark-storage of this class and machine
+    ROOT/<class>/<key>/<machine id>/NNNN_<commit>.json
+                                        the saved runs (pytest-benchmark names the folder
+                                        {system}-{implementation}-{python}-{bits}); the newest is the
+                                        baseline, the last KEEP give the plugin's run-to-run drift
 
-<class> is the runner's label set, sorted and joined ("gpu-linux-self-hosted"); <key> names the
-machine fingerprint (GPU, driver, CUDA, torch, CPU, Python, numpy) and ends in its hash, so a
-driver upgrade starts a new baseline instead of being compared with the old one.
+<class> is the runner's label set, sorted and joined ("gpu-linux-self-hosted"); <key> is
+``perf.machine.key`` of the machine fingerprint (GPU, driver, CUDA, torch, CPU, Python, numpy),
+so a driver upgrade starts a new baseline instead of being compared with the old one.
 
-A save writes a new snapshot under a ``.partial-`` name, renames it into place when complete,
-then replaces ``current`` atomically (write a temporary file, ``os.replace``). Until that last
-step the previous baseline is the one in force; an interrupted save leaves only a ``.partial-``
-directory, removed by the next save. Snapshot directories are never modified once in place.
+Saving is the perf plugin's (``pytest perf --benchmark-storage=file://ROOT/<class>/<key>
+--benchmark-save=NAME``): written whole under the next free number, never replacing a file, and
+refused for a run with failed tests. What is added here: the lock, pruning, listing, reset, and
+the one-time migration of the earlier layout (``current`` pointer, ``snapshots/<name>/baseline.json``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -31,23 +29,25 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from perf import results
+from perf.cli import UsageError
+from perf.results import ResultsError, Run
 
 ROOT_VARIABLE = "RUNNER_BASELINE_DIR"
 DEFAULT_ROOT = "~/.relu-perf-baselines"
-BASELINE_FILE = "baseline.json"
-META_FILE = "meta.json"
-POINTER = "current"
-PARTIAL = ".partial-"
-KEEP = 5  # snapshots kept per fingerprint, the one in force included (the plugin's perf_history reads 5)
-# Fingerprint fields that depend on which libraries a process has loaded so far: the pytest
-# plugin compares them exactly; they do not name the machine.
-VOLATILE = ("threads", "blas")
+KEEP = 5  # saved runs kept per class and machine (the plugin's perf_history reads 5)
+PARTIAL = ".partial-"  # results.save_new's temporary files: what a killed save leaves
+OLD_POINTER, OLD_SNAPSHOTS = "current", "snapshots"  # the layout before the storage (migrated once)
 
 
-class BaselineError(Exception):
-    """Bad store input or state: one line."""
+class BaselineError(UsageError):
+    """Bad store input or state: one line, exit status 2."""
+
+
+class LockBusyError(BaselineError):
+    """Another process holds the class's lock."""
 
 
 def root(explicit: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -64,6 +64,8 @@ def labels(runner_class: str | Sequence[str]) -> list[str]:
                 items = json.loads(text)
             except ValueError as exc:
                 raise BaselineError(f"runner class {runner_class!r}: not a JSON list of labels ({exc})") from None
+            if not isinstance(items, list):
+                raise BaselineError(f"runner class {runner_class!r}: not a JSON list of labels")
         else:
             items = text.split(",")
     else:
@@ -74,75 +76,22 @@ def labels(runner_class: str | Sequence[str]) -> list[str]:
     return found
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
+    """Lowercase letters, digits and ._- only: a folder or file name part that is safe anywhere."""
     return re.sub(r"[^a-z0-9._-]+", "_", text.lower()).strip("._-") or "x"
 
 
 def class_slug(runner_class: str | Sequence[str]) -> str:
     """A directory and artifact name for a runner class: its labels, sorted, joined by '-'."""
-    return "-".join(_safe(label) for label in labels(runner_class))
+    return "-".join(safe_name(label) for label in labels(runner_class))
 
 
-def machine_fields(fingerprint: Mapping) -> dict:
-    """The fingerprint without the per-process fields: what names the machine."""
-    return {k: fingerprint[k] for k in sorted(fingerprint) if k not in VOLATILE}
+def machine_id() -> str:
+    """The subfolder pytest-benchmark saves into, for this interpreter: the benchmark processes run
+    with the same Python as the ci command."""
+    from pytest_benchmark.utils import get_machine_id
 
-
-def fingerprint_key(fingerprint: Mapping) -> str:
-    """'<first GPU, else CPU>-<12 hex digits of the hash of the machine fields>'."""
-    fields = machine_fields(fingerprint)
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    gpus = fields.get("gpus") or []
-    name = str(gpus[0]) if gpus else str(fields.get("cpu") or "machine")
-    return f"{_safe(name)[:40].strip('._-') or 'machine'}-{digest}"
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: readers see the old content or the new, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def copy_file(src: Path, dest: Path) -> None:
-    shutil.copyfile(src, dest)
-    with open(dest, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    key: str
-    name: str
-    path: Path
-
-    @property
-    def baseline(self) -> Path:
-        return self.path / BASELINE_FILE
-
-    def meta(self) -> dict:
-        try:
-            return json.loads((self.path / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+    return get_machine_id()
 
 
 class Store:
@@ -154,39 +103,28 @@ class Store:
         self.dir = self.root / self.runner_class
 
     def key_dir(self, key: str) -> Path:
-        if not key or _safe(key) != key.lower() or key.startswith("."):
+        """The --benchmark-storage folder of one machine."""
+        if not key or safe_name(key) != key.lower() or key.startswith("."):
             raise BaselineError(f"invalid fingerprint key {key!r}")
         return self.dir / key
+
+    def runs_dir(self, key: str) -> Path:
+        return self.key_dir(key) / machine_id()
 
     def keys(self) -> list[str]:
         if not self.dir.is_dir():
             return []
         return sorted(p.name for p in self.dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def current(self, key: str) -> Snapshot | None:
-        """The snapshot in force for this fingerprint, or None (never saved, or reset)."""
-        kd = self.key_dir(key)
-        try:
-            name = (kd / POINTER).read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-        snap = Snapshot(key, name, kd / "snapshots" / name)
-        return snap if name and not name.startswith(".") and snap.baseline.is_file() else None
+    def saved(self, key: str) -> list[Path]:
+        """The saved runs of this machine, oldest first."""
+        return results.saved_files(self.runs_dir(key))
 
-    def history(self, key: str) -> list[Snapshot]:
-        """The complete snapshots of this fingerprint up to the one in force, oldest first (run-to-run drift)."""
-        snap = self.current(key)
-        if snap is None:
-            return []
-        done = sorted(p.name for p in snap.path.parent.iterdir() if p.is_dir() and not p.name.startswith("."))
-        return [Snapshot(key, n, snap.path.parent / n) for n in done
-                if n <= snap.name and (snap.path.parent / n / BASELINE_FILE).is_file()]
-
-    def fingerprint(self, key: str) -> dict | None:
-        try:
-            return json.loads((self.key_dir(key) / "fingerprint.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+    def newest(self, key: str) -> Run | None:
+        """The baseline: the newest saved run, validated; None when nothing is saved.
+        A newest run that does not load is an error (ResultsError), never silently passed over."""
+        saved = self.saved(key)
+        return results.load_run(saved[-1]) if saved else None
 
     @contextlib.contextmanager
     def lock(self, timeout: float = 600.0) -> Iterator[None]:
@@ -204,47 +142,73 @@ class Store:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise BaselineError(f"another save holds {self.dir / '.lock'} for over {timeout:.0f} s") from None
-                    time.sleep(1.0)
+                    if time.monotonic() >= deadline:
+                        raise LockBusyError(f"another save holds {self.dir / '.lock'} for over {timeout:.0f} s") from None
+                    time.sleep(min(1.0, timeout))
             try:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def save(self, key: str, fingerprint: Mapping, baseline_json: Path, meta: Mapping, extra: Sequence[Path] = ()) -> Snapshot:
-        """Put a complete run in force as this fingerprint's baseline; the previous one stays until the end."""
+    # ------------------------------------------------------------------ under the lock
+
+    def tidy(self, key: str) -> None:
+        """Remove what a killed save left (its temporary file). Under the lock: no save is running."""
+        for path in self.runs_dir(key).glob(PARTIAL + "*"):
+            path.unlink(missing_ok=True)
+
+    def prune(self, key: str, keep: int = KEEP) -> list[Path]:
+        """Delete all but the newest ``keep`` saved runs; the deleted ones."""
+        old = self.saved(key)[:-keep] if keep > 0 else self.saved(key)
+        for path in old:
+            path.unlink(missing_ok=True)
+        return old
+
+    def old_layout(self, key: str) -> bool:
+        return (self.key_dir(key) / OLD_SNAPSHOTS).is_dir()
+
+    def migrate(self, key: str) -> int:
+        """Move the earlier layout's snapshots into the storage, once: each complete snapshot up to the one
+        ``current`` named, oldest first, saved as NNNN_<snapshot>.json; then the old files go. Idempotent
+        (a snapshot already in the storage is not saved twice). Anything unreadable is a BaselineError that
+        names it: the store must be repaired (or reset), not guessed at. Returns the runs moved."""
         kd = self.key_dir(key)
-        with self.lock():
-            snapshots = kd / "snapshots"
-            snapshots.mkdir(parents=True, exist_ok=True)
-            self._remove_partials(snapshots)
-            fp_file = kd / "fingerprint.json"
-            if not fp_file.exists():
-                write_atomic(fp_file, json.dumps(dict(fingerprint), indent=2, sort_keys=True, default=str) + "\n")
-            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            commit = _safe(str(meta.get("commit") or "local"))[:12]
-            partial = Path(tempfile.mkdtemp(prefix=PARTIAL, dir=snapshots))
-            name = f"{stamp}-{commit}-{partial.name[len(PARTIAL):]}"
+        snapshots = kd / OLD_SNAPSHOTS
+        if not snapshots.is_dir():
+            return 0
+        try:
+            current = (kd / OLD_POINTER).read_bytes().decode("utf-8").strip()
+        except FileNotFoundError:
+            current = ""  # reset before the pointer was written: nothing was in force
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BaselineError(f"{kd / OLD_POINTER}: unreadable ({exc}); remove it or run python -m ci.gpu_baseline "
+                                "reset") from None
+        names = sorted(p.name for p in snapshots.iterdir() if p.is_dir() and not p.name.startswith("."))
+        keep = [n for n in names if current and n <= current][-KEEP:]
+        payloads = []
+        for name in keep:
+            path = snapshots / name / "baseline.json"
             try:
-                copy_file(baseline_json, partial / BASELINE_FILE)
-                for path in extra:
-                    copy_file(path, partial / Path(path).name)
-                (partial / META_FILE).write_text(json.dumps({**meta, "snapshot": name}, indent=2, default=str) + "\n",
-                                                 encoding="utf-8")
-                _fsync_dir(partial)
-                os.rename(partial, snapshots / name)
-                _fsync_dir(snapshots)
-            except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-            # The one step that changes which baseline is in force.
-            write_atomic(kd / POINTER, name + "\n")
-            self._prune(kd, keep=KEEP)
-        return Snapshot(key, name, snapshots / name)
+                results.load_run(path)
+                payloads.append((name, path.read_bytes()))
+            except (ResultsError, OSError) as exc:
+                raise BaselineError(f"cannot migrate the old baseline: {exc}; remove {snapshots / name} "
+                                    "or run python -m ci.gpu_baseline reset") from None
+        folder = self.runs_dir(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        done = {p.name.split("_", 1)[1] for p in results.saved_files(folder)}
+        for name, payload in payloads:
+            if f"{name}.json" not in done:
+                results.save_new(folder, name, payload)
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.dir))
+        for old in (OLD_POINTER, "fingerprint.json", OLD_SNAPSHOTS):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(kd / old, trash / old)
+        shutil.rmtree(trash, ignore_errors=True)
+        return len(payloads)
 
     def reset(self, key: str | None = None) -> list[str]:
-        """Forget the baseline of one fingerprint (or every one of this class): the next save starts afresh."""
+        """Forget the baseline of one machine (or every one of this class): the next save starts afresh."""
         keys = [key] if key else self.keys()
         removed = []
         with self.lock():
@@ -258,32 +222,24 @@ class Store:
                 removed.append(k)
         return removed
 
-    def describe(self) -> list[dict]:
-        """One row per fingerprint: key, snapshot in force, when and from which commit, snapshots kept."""
-        rows = []
+    # ------------------------------------------------------------------ reading
+
+    def describe(self) -> tuple[list[dict], list[str]]:
+        """(one row per machine: key, newest saved run, when, commit, GPUs, runs kept; one line per unreadable baseline)."""
+        rows, problems = [], []
         for k in self.keys():
-            snap = self.current(k)
-            meta = snap.meta() if snap else {}
-            kept = [p.name for p in (self.dir / k / "snapshots").glob("*") if not p.name.startswith(".")]
-            rows.append({"class": self.runner_class, "key": k, "current": snap.name if snap else None,
-                         "saved": meta.get("saved"), "commit": meta.get("commit"),
-                         "gpus": (self.fingerprint(k) or {}).get("gpus"),
-                         "path": str(snap.path if snap else self.dir / k), "snapshots": len(kept)})
-        return rows
-
-    @staticmethod
-    def _remove_partials(snapshots: Path) -> None:
-        for p in snapshots.glob(PARTIAL + "*"):
-            shutil.rmtree(p, ignore_errors=True)
-
-    @staticmethod
-    def _prune(kd: Path, keep: int) -> None:
-        try:
-            current = (kd / POINTER).read_text(encoding="utf-8").strip()
-        except OSError:
-            return
-        done = sorted((p for p in (kd / "snapshots").iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: p.name, reverse=True)
-        old = [p for p in done if p.name != current][max(keep - 1, 0):]
-        for p in old:
-            shutil.rmtree(p, ignore_errors=True)
+            kd = self.key_dir(k)
+            saved = sorted((p for d in kd.iterdir() if d.is_dir() and not d.name.startswith(".")
+                            for p in results.saved_files(d)), key=lambda p: (p.parent.name, p.name))
+            row = {"class": self.runner_class, "key": k, "baseline": str(saved[-1]) if saved else None,
+                   "saved runs": len(saved), "datetime": None, "commit": None, "gpus": None}
+            if self.old_layout(k):
+                row["note"] = "earlier layout (snapshots/): migrated by the next save or compare"
+            if saved:
+                try:
+                    run = results.load_run(saved[-1])
+                    row.update(datetime=run.datetime, commit=run.commit, gpus=(run.fingerprint or {}).get("gpus"))
+                except ResultsError as exc:
+                    problems.append(str(exc))
+            rows.append(row)
+        return rows, problems

@@ -9,81 +9,79 @@
 auto: ``save`` on a push to the default branch ($DEFAULT_BRANCH, else main) and on a manual run
 of it with $SAVE_BASELINE true; ``compare`` otherwise ($GITHUB_EVENT_NAME, $GITHUB_REF_NAME).
 
-save: runs ``pytest perf`` and, only when it passed and every benchmark has its raw samples,
-puts the results in force as the baseline of this runner class and machine fingerprint (see
-ci/baselines.py: written aside, then swapped in atomically; an interrupted or failed run leaves
-the previous baseline in force).
+Before anything is measured: --out and the baseline root must be usable folders, and a
+collect-only ``pytest perf`` (ci/probe.py) reads the GPU record and the machine fingerprint as
+the perf plugin takes it; ``perf.machine.key`` of it names this machine's storage (ci/baselines.py).
 
-compare: runs ``pytest perf --benchmark-compare=<the baseline>``; the plugin's gate fails the
-regressed benchmarks. No baseline for this fingerprint yet: the benchmarks run, nothing is gated.
-A baseline whose full fingerprint differs (threads, BLAS) is reported, not gated.
+save: ``pytest perf --benchmark-storage=file://ROOT/<class>/<key> --benchmark-save=<commit>``
+under the class's lock: the plugin saves the run whole, under the next free number, and only when
+every test passed; a save that is not a complete run is withdrawn; the newest KEEP runs are kept.
 
-Both record the GPU, driver and CUDA versions (environment.json) and write to --out (default
-gpu-results): current.json (pytest-benchmark JSON), baseline.json (the one compared with),
-history/ (the kept snapshots of this fingerprint, from which the plugin measures run-to-run
-drift), gate.json / gate.md (verdicts), outcome.json. The job summary gets the machine and the verdict
-table; $GITHUB_OUTPUT gets class, key, mode, status.
+compare: the newest saved run is the baseline (it must load: a damaged one is an error, not a
+pass). None yet: the benchmarks run, nothing is gated (no-baseline). One whose fingerprint
+differs (``perf.machine.differences``, the plugin's rule; in practice threads or BLAS, the rest is
+in the key): the benchmarks run, nothing is gated (foreign-baseline). Otherwise ``pytest perf
+--benchmark-compare=<it>``: the plugin gates, with the run-to-run drift of the same storage.
 
-reset: forgets the baseline of this machine's fingerprint (--key another one, --all every one
-of the class); the next save starts afresh. list: the baselines kept under the root.
+Both write to --out (default gpu-results): environment.json (GPU, driver, CUDA), current.json
+(pytest-benchmark JSON), gate.json / gate.md (verdicts, when compared), outcome.json. The job
+summary gets the machine and the verdict table; $GITHUB_OUTPUT gets class, key, mode, status.
 
-Exit status: 0 pass / saved / no baseline yet / accepted regression, 1 regression,
-2 usage or environment error (no CUDA with --require-cuda, pytest failed, nothing saved).
+reset: forgets the baseline of this machine (--key another one, --all every one of the class);
+the next save starts afresh. list: the baselines kept under the root (exit 2 if one is unreadable).
+
+Exit status: 0 pass / saved / no baseline yet / foreign baseline / accepted regression,
+1 regression, 2 usage or environment error (no CUDA with --require-cuda, pytest failed, nothing
+saved, an unusable folder or baseline).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from . import ERROR, PASS, REGRESSION, baselines, github, gpu_env
-from .proc import PROJECT_ROOT, child_env, parse_with_pytest_args, run_tee
+from perf import machine, results
+from perf.cli import ERROR, PASS, REGRESSION, Parser, UsageError, git, positive_int, run_main
+from perf.results import ResultsError
 
+from . import baselines, github, gpu_env, probe
+from .proc import PROJECT_ROOT, make_dir, parse_with_pytest_args, run_tee
+
+PROG = "python -m ci.gpu_baseline"
 MODES = ("auto", "save", "compare", "list", "reset")
-
-
-class UsageError(Exception):
-    """One line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (see python -m ci.gpu_baseline --help)")
+OUTPUTS = ("current.json", "gate.json", "gate.md", "outcome.json", "environment.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ci.gpu_baseline", allow_abbrev=False,
-                description="Save, compare, list or reset the benchmark baseline of a runner class.",
-                epilog="Arguments after -- go to pytest. Exit status: 0 pass/saved, 1 regression, 2 error.")
+    p = Parser(prog=PROG, allow_abbrev=False,
+               description="Save, compare, list or reset the benchmark baseline of a runner class.",
+               epilog="Arguments after -- go to pytest. Exit status: 0 pass/saved, 1 regression, 2 error.")
     p.add_argument("mode", choices=MODES)
     p.add_argument("--runner-class", default=os.environ.get("RUNNER_CLASS"),
                    help="the runner's labels, comma-separated or a JSON list (default: $RUNNER_CLASS)")
     p.add_argument("--root", help=f"baseline root (default: ${baselines.ROOT_VARIABLE}, else {baselines.DEFAULT_ROOT})")
     p.add_argument("--out", default="gpu-results", help="directory for this run's results (default gpu-results)")
-    p.add_argument("--threads", type=int, default=1, help="threads of torch and every BLAS/OpenMP pool (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="threads of torch and every BLAS/OpenMP pool (default 1)")
     p.add_argument("--require-cuda", action="store_true", help="exit 2 unless torch sees a CUDA device")
     p.add_argument("--accept-regression", action="store_true",
                    default=github.truthy(os.environ.get("PERF_ACCEPT_REGRESSION")),
                    help="report regressions but pass (default: $PERF_ACCEPT_REGRESSION)")
     p.add_argument("--pytest-args", default="", metavar="ARGS", help="pytest args as one shell-quoted string")
-    p.add_argument("--key", help="reset: the fingerprint key to forget (default: this machine's)")
-    p.add_argument("--all", action="store_true", help="reset: every fingerprint of the runner class")
+    p.add_argument("--key", help="reset: the machine key to forget (default: this machine's)")
+    p.add_argument("--all", action="store_true", help="reset: every machine of the runner class")
     return p
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    opts = parse_with_pytest_args(build_parser(), argv, UsageError)
+    opts = parse_with_pytest_args(build_parser(), argv)
     if opts.mode != "list" and not opts.runner_class:
         raise UsageError(f"{opts.mode}: --runner-class (or $RUNNER_CLASS) is required")
-    if opts.threads < 1:
-        raise UsageError("--threads must be a positive integer")
     return opts
 
 
@@ -103,136 +101,135 @@ def resolve_mode(mode: str, env: Mapping[str, str]) -> str:
     return "compare"
 
 
-# --------------------------------------------------------------------------- measuring
+# --------------------------------------------------------------------------- pytest
 
 
-def pytest_command(out: Path, args: Sequence[str], threads: int, baseline: Path | None) -> list[str]:
-    """``pytest perf``, results in ``out``; with a baseline, compared with it, the saved runs in out/history."""
+def _with_threads(args: Sequence[str], threads: int) -> list[str]:
+    given = any(a == "--perf-threads" or a.startswith("--perf-threads=") for a in args)
+    return [*([] if given else [f"--perf-threads={threads}"]), *args]
+
+
+def pytest_command(out: Path, args: Sequence[str], threads: int, storage: Path, *, save: str | None = None,
+                   compare: Path | None = None) -> list[str]:
+    """``pytest perf`` with this class and machine's storage, results in ``out``; saving as ``save``,
+    or gated against the saved run ``compare``."""
     cmd = [sys.executable, "-m", "pytest", "perf", "-p", "no:cacheprovider", f"--benchmark-json={out / 'current.json'}",
-           f"--benchmark-storage=file://{(out / 'history').resolve()}"]
-    if not any(a == "--perf-threads" or a.startswith("--perf-threads=") for a in args):
-        cmd.append(f"--perf-threads={threads}")
-    if baseline is not None:
-        cmd += [f"--benchmark-compare={baseline}", "--perf-allow-foreign-baseline",
-                f"--perf-report-json={out / 'gate.json'}", f"--perf-report-md={out / 'gate.md'}"]
-    return [*cmd, *args]
+           f"--benchmark-storage=file://{Path(storage).resolve()}"]
+    if save:
+        cmd += [f"--benchmark-save={save}", "--benchmark-save-data"]
+    if compare is not None:
+        cmd += [f"--benchmark-compare={compare}", f"--perf-report-json={out / 'gate.json'}",
+                f"--perf-report-md={out / 'gate.md'}"]
+    return [*cmd, *_with_threads(args, threads)]
 
 
-def stage_history(store: baselines.Store, key: str, out: Path) -> int:
-    """Copy the kept snapshots into out/history as saved runs (NNNN_<snapshot>.json), oldest first."""
-    history = out / "history"
-    shutil.rmtree(history, ignore_errors=True)
-    history.mkdir(parents=True)
-    snaps = store.history(key)
-    for i, snap in enumerate(snaps, 1):
-        shutil.copyfile(snap.baseline, history / f"{i:04d}_{snap.name}.json")
-    return len(snaps)
+def probe_command(args: Sequence[str], threads: int) -> list[str]:
+    return [sys.executable, "-m", "pytest", "perf", "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "ci.probe",
+            *_with_threads(args, threads)]
 
 
-def measured(path: Path) -> dict:
-    """The pytest-benchmark JSON of a complete run: at least one benchmark, each with raw samples."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        benchmarks = doc["benchmarks"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"no usable results in {path}: {exc}") from None
-    if not benchmarks:
-        raise UsageError(f"{path}: no benchmark ran (all skipped or deselected?)")
-    bare = [b.get("fullname", "?") for b in benchmarks if not (b.get("stats") or {}).get("data")]
-    if bare:
-        raise UsageError(f"{path}: {len(bare)} benchmark(s) without raw samples, e.g. {bare[0]}")
-    return doc
-
-
-def run_fingerprint(doc: Mapping) -> dict | None:
-    return (doc.get("machine_info") or {}).get("perf_fingerprint")
-
-
-_PROBE = ("import json, sys; from ci import gpu_env; from perf import machine; machine.pin_threads(int(sys.argv[1])); "
-          "print(json.dumps({'environment': gpu_env.collect(), 'fingerprint': machine.fingerprint()}, default=str))")
-
-
-def probe(threads: int) -> tuple[dict, dict]:
-    """(GPU/driver/CUDA record, machine fingerprint as the pytest plugin computes it, threads pinned first).
-
-    In a child process: this one never initialises CUDA, so it holds no GPU memory or context
-    while the benchmarks run.
-    """
-    proc = subprocess.run([sys.executable, "-c", _PROBE, str(threads)], cwd=PROJECT_ROOT, env=child_env(threads),
-                          capture_output=True, text=True)
-    if proc.returncode:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"cannot read this machine's fingerprint: {last}")
-    doc = json.loads(proc.stdout.strip().splitlines()[-1])
-    return doc["environment"], doc["fingerprint"]
+def read_machine(opts: argparse.Namespace) -> tuple[dict, dict]:
+    """(GPU/driver/CUDA record, machine fingerprint as the perf plugin takes it) from a collect-only
+    ``pytest perf`` with the job's arguments: this process never initialises CUDA."""
+    with tempfile.TemporaryDirectory(prefix="ci-probe-") as tmp:
+        path = Path(tmp) / "probe.json"
+        proc = subprocess.run(probe_command(opts.pytest, opts.threads), cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              env=machine.child_env(opts.threads, **{probe.VARIABLE: str(path)}))
+        if proc.returncode:
+            said = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+            raise UsageError(f"pytest perf --collect-only exited with status {proc.returncode}: "
+                             f"{said[-1].strip() if said else 'no output'}")
+        doc = results.read_json(path, "the probe's JSON")
+    if not isinstance(doc, dict) or not isinstance(doc.get("fingerprint"), dict):
+        raise UsageError(f"pytest perf --collect-only wrote no fingerprint to {path}")
+    return doc.get("environment") or {}, doc["fingerprint"]
 
 
 def git_commit() -> str:
-    if os.environ.get("GITHUB_SHA"):
-        return os.environ["GITHUB_SHA"]
-    proc = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() or "unknown"
+    try:
+        return os.environ.get("GITHUB_SHA") or git(PROJECT_ROOT, "rev-parse", "HEAD")
+    except UsageError:
+        return "local"
+
+
+def _failed(what: str, tail: Sequence[str]) -> tuple[str, int, str, str]:
+    return "error", ERROR, "\n".join([what, *tail[-8:]]), ""
 
 
 # --------------------------------------------------------------------------- the modes
 
 
-def save(opts, store: baselines.Store, key: str, fingerprint: Mapping, env: dict) -> tuple[str, int, str, str]:
+def save(opts, store: baselines.Store, key: str, env: dict) -> tuple[str, int, str, str]:
     out = Path(opts.out)
-    rc, tail = run_tee(pytest_command(out, opts.pytest, opts.threads, None), cwd=PROJECT_ROOT, env=env)
-    if rc != 0:
-        return "error", ERROR, f"pytest exited with status {rc}: nothing saved, the baseline in force is unchanged\n" + \
-            "\n".join(tail[-8:]), ""
-    doc = measured(out / "current.json")
-    meta = {"saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
-            "run": os.environ.get("GITHUB_RUN_ID"), "ref": os.environ.get("GITHUB_REF"), "runner_class": store.runner_class,
-            "benchmarks": len(doc["benchmarks"]), "pytest_args": opts.pytest}
-    extra = [p for p in (out / "environment.json",) if p.exists()]
-    snap = store.save(key, fingerprint, out / "current.json", meta, extra)
-    return "saved", PASS, f"saved {len(doc['benchmarks'])} benchmarks as the baseline {snap.path}", str(snap.path)
+    name = baselines.safe_name(git_commit()[:12])
+    with store.lock():
+        store.migrate(key)
+        store.tidy(key)
+        before = set(store.saved(key))
+        rc, tail = run_tee(pytest_command(out, opts.pytest, opts.threads, store.key_dir(key), save=name),
+                           cwd=PROJECT_ROOT, env=env)
+        new = [p for p in store.saved(key) if p not in before]
+        problem = f"pytest exited with status {rc}" if rc else "" if new else "no benchmark ran (all skipped or deselected?)"
+        if not problem:
+            try:
+                run = results.load_run(new[-1])
+                if not run.complete:
+                    problem = f"{new[-1]}: a benchmark kept no raw samples (stats.data): not a baseline the gate can use"
+            except ResultsError as exc:
+                problem = str(exc)
+        if problem:
+            for path in new:  # only a complete run that passed becomes a baseline
+                path.unlink(missing_ok=True)
+            return _failed(f"{problem}: nothing saved, the baseline in force is unchanged", tail)
+        store.prune(key)
+    return "saved", PASS, f"saved {len(run.results)} benchmarks as the baseline {new[-1]}", str(new[-1])
 
 
-def compare(opts, store: baselines.Store, key: str, env: dict) -> tuple[str, int, str, str]:
-    out = Path(opts.out)
-    snap = store.current(key)
-    if snap is None:
-        others = [k for k in store.keys() if k != key]
-        rc, tail = run_tee(pytest_command(out, opts.pytest, opts.threads, None), cwd=PROJECT_ROOT, env=env)
-        if rc != 0:
-            return "error", ERROR, f"pytest exited with status {rc}\n" + "\n".join(tail[-8:]), ""
-        hint = f" (baselines exist for other fingerprints of this class: {', '.join(others)})" if others else ""
-        return "no-baseline", PASS, (f"no baseline for {store.runner_class}/{key} yet{hint}: nothing gated; "
-                                     "a push to the default branch saves one"), ""
-    baseline = out / "baseline.json"
-    shutil.copyfile(snap.baseline, baseline)  # snapshots never change; a save meanwhile swaps in another
-    stage_history(store, key, out)
-    rc, tail = run_tee(pytest_command(out, opts.pytest, opts.threads, baseline), cwd=PROJECT_ROOT, env=env)
-    if rc not in (0, 1):
-        return "error", ERROR, f"pytest exited with status {rc}\n" + "\n".join(tail[-8:]), str(snap.path)
-    verdicts = _read_json(out / "gate.json") or {}
-    regressed = not verdicts.get("summary", {}).get("passed", True)
-    if rc == 1 and not regressed:
-        return "error", ERROR, "pytest failed, and not on a regression:\n" + "\n".join(tail[-8:]), str(snap.path)
-    current = measured(out / "current.json")
-    saved_fp = run_fingerprint(json.loads(baseline.read_text(encoding="utf-8")))
-    now_fp = run_fingerprint(current)
-    if saved_fp != now_fp:
-        from perf import machine
-
-        diff = "; ".join(machine.differences(saved_fp or {}, now_fp or {})) or "no fingerprint recorded"
-        return "foreign-baseline", PASS, f"the baseline {snap.name} was measured on a different setup ({diff}): not gated", \
-            str(snap.path)
-    if not regressed:
-        return "pass", PASS, f"compared with the baseline {snap.name}", str(snap.path)
-    status, code = ("accepted", PASS) if opts.accept_regression else ("regression", REGRESSION)
-    return status, code, verdicts["summary"].get("line", "regression"), str(snap.path)
-
-
-def _read_json(path: Path) -> dict | None:
+def _migrate_if_free(store: baselines.Store, key: str) -> str:
+    """A compare moves the earlier layout into the storage too, unless a save holds the lock (it does it)."""
+    if not store.old_layout(key):
+        return ""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        with store.lock(timeout=0):
+            store.migrate(key)
+    except baselines.LockBusyError:
+        return " (a save in progress is moving the earlier layout's baselines into the storage)"
+    return ""
+
+
+def compare(opts, store: baselines.Store, key: str, fingerprint: Mapping, env: dict) -> tuple[str, int, str, str]:
+    out = Path(opts.out)
+    note = _migrate_if_free(store, key)
+    baseline = store.newest(key)  # a damaged newest run is a ResultsError: exit 2, nothing measured
+    storage = store.key_dir(key)
+    if baseline is None:
+        rc, tail = run_tee(pytest_command(out, opts.pytest, opts.threads, storage), cwd=PROJECT_ROOT, env=env)
+        if rc:
+            return _failed(f"pytest exited with status {rc}", tail)
+        others = [k for k in store.keys() if k != key]
+        hint = f" (baselines exist for other machines of this class: {', '.join(others)})" if others else ""
+        return "no-baseline", PASS, (f"no baseline for {store.runner_class}/{key} yet{hint}{note}: nothing gated; "
+                                     "a push to the default branch saves one"), ""
+    name = Path(baseline.source).name
+    changes = machine.differences(baseline.fingerprint or {}, fingerprint)
+    if changes:  # the plugin would refuse it (exit 4): measure, and say why nothing was gated
+        rc, tail = run_tee(pytest_command(out, opts.pytest, opts.threads, storage), cwd=PROJECT_ROOT, env=env)
+        if rc:
+            return _failed(f"pytest exited with status {rc}", tail)
+        return "foreign-baseline", PASS, (f"the baseline {name} was measured on a different setup "
+                                          f"({'; '.join(changes)}): not gated"), baseline.source
+    rc, tail = run_tee(pytest_command(out, opts.pytest, opts.threads, storage, compare=Path(baseline.source)),
+                       cwd=PROJECT_ROOT, env=env)
+    if rc not in (0, 1):  # 1 is a regression and nothing else; 4 a refused baseline, 7 a failed test, ...
+        return _failed(f"pytest exited with status {rc}", tail)
+    verdicts = results.load_verdicts(out / "gate.json")
+    regressed = verdicts.names("regressed")
+    if rc == 0 and verdicts.passed and not regressed:
+        return "pass", PASS, f"compared with the baseline {name}", baseline.source
+    if rc == 1 and regressed and not verdicts.passed:
+        status, code = ("accepted", PASS) if opts.accept_regression else ("regression", REGRESSION)
+        return status, code, verdicts.line or f"{len(regressed)} regressed", baseline.source
+    return _failed(f"pytest's exit status {rc} and the gate's report ({verdicts.line or 'no summary'}) disagree", tail)
 
 
 def summary_markdown(runner_class: str, mode: str, status: str, message: str, record: Mapping, gate_md: str) -> str:
@@ -249,33 +246,40 @@ def summary_markdown(runner_class: str, mode: str, status: str, message: str, re
 
 
 def run_measure(opts, env_vars: Mapping[str, str]) -> int:
+    """save or compare; whatever happens, outcome.json (where --out allows), the job summary and outputs."""
     out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("current.json", "baseline.json", "gate.json", "gate.md", "outcome.json", "environment.json"):
-        (out / stale).unlink(missing_ok=True)
-    shutil.rmtree(out / "history", ignore_errors=True)
     store = baselines.Store(baselines.root(opts.root), opts.runner_class)
     mode, key, status, code, message, where = opts.mode, "", "error", ERROR, "", ""
     record: dict = {}
+    written = False
     try:
         mode = resolve_mode(opts.mode, env_vars)
-        record, fingerprint = probe(opts.threads)
+        make_dir(out, "--out")
+        written = True
+        for stale in OUTPUTS:
+            (out / stale).unlink(missing_ok=True)
+        make_dir(store.dir, "the baseline folder of the runner class")
+        record, fingerprint = read_machine(opts)
         if opts.require_cuda and not record.get("cuda_available"):
             raise UsageError(f"torch {record.get('torch')} sees no CUDA device on this runner (--require-cuda)")
-        key = baselines.fingerprint_key(fingerprint)
+        key = machine.key(fingerprint)
         record.update(runner_class=store.runner_class, key=key, fingerprint=fingerprint)
-        (out / "environment.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        env = child_env(opts.threads)
+        results.write_json(out / "environment.json", record)
+        env = machine.child_env(opts.threads)
         if mode == "save":
-            status, code, message, where = save(opts, store, key, fingerprint, env)
+            status, code, message, where = save(opts, store, key, env)
         else:
-            status, code, message, where = compare(opts, store, key, env)
-    except (UsageError, baselines.BaselineError) as exc:
+            status, code, message, where = compare(opts, store, key, fingerprint, env)
+    except (UsageError, ResultsError) as exc:
         status, code, message = "error", ERROR, str(exc)
-    outcome = {"runner_class": store.runner_class, "key": key, "mode": mode, "status": status, "exit": code,
-               "message": message, "baseline": where}
-    (out / "outcome.json").write_text(json.dumps(outcome, indent=2) + "\n", encoding="utf-8")
-    gate_md = (out / "gate.md").read_text(encoding="utf-8") if (out / "gate.md").exists() else ""
+    except OSError as exc:  # a disk that fills up, a folder that changed under us: said, never a traceback
+        status, code, message = "error", ERROR, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+    gate_md = ""
+    if written:
+        results.write_json(out / "outcome.json", {"runner_class": store.runner_class, "key": key, "mode": mode,
+                                                  "status": status, "exit": code, "message": message, "baseline": where})
+        if (out / "gate.md").is_file():
+            gate_md = (out / "gate.md").read_text(encoding="utf-8", errors="replace")
     github.append_summary(summary_markdown(store.runner_class, mode, status, message, record, gate_md))
     github.set_outputs(**{"class": store.runner_class, "key": key, "mode": mode, "status": status,
                           "gpu": gpu_env.gpu_names(record), "driver": record.get("driver") or "",
@@ -291,18 +295,26 @@ def run_measure(opts, env_vars: Mapping[str, str]) -> int:
 
 def run_list(opts) -> int:
     base = baselines.root(opts.root)
+    if base.exists() and not base.is_dir():
+        raise UsageError(f"baseline root {str(base)!r} is a file, not a folder")
     classes = [opts.runner_class] if opts.runner_class else sorted(
         p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
-    rows = [row for c in classes for row in baselines.Store(base, c).describe()]
+    rows, problems = [], []
+    for c in classes:
+        found, unreadable = baselines.Store(base, c).describe()
+        rows += found
+        problems += unreadable
     print(json.dumps(rows, indent=2))
+    for problem in problems:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
     if not rows:
         print(f"no baselines under {base}", file=sys.stderr)
-    return PASS
+    return ERROR if problems else PASS
 
 
 def run_reset(opts) -> int:
     store = baselines.Store(baselines.root(opts.root), opts.runner_class)
-    key = None if opts.all else (opts.key or baselines.fingerprint_key(probe(opts.threads)[1]))
+    key = None if opts.all else (opts.key or machine.key(read_machine(opts)[1]))
     removed = store.reset(key)
     print(f"reset {store.runner_class}: {', '.join(removed) if removed else 'nothing to remove'}"
           f"{'' if removed or opts.all else f' (no baseline for {key})'}")
@@ -310,16 +322,15 @@ def run_reset(opts) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
+    def body() -> int:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
         if opts.mode == "list":
             return run_list(opts)
         if opts.mode == "reset":
             return run_reset(opts)
-    except (UsageError, baselines.BaselineError) as exc:
-        print(f"ci.gpu_baseline: error: {exc}", file=sys.stderr)
-        return ERROR
-    return run_measure(opts, os.environ)
+        return run_measure(opts, os.environ)
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import ERROR, PASS, github
+from perf.cli import ERROR, PASS, Parser, run_main  # standard library only, like everything this imports
+
+from . import github
 from .proc import PROJECT_ROOT
+
+PROG = "python3 -m ci.gpu_setup"
 
 PROBE = "import torch, json; print(json.dumps([torch.__version__, torch.version.cuda, torch.cuda.is_available()]))"
 
@@ -43,14 +47,17 @@ def plan(venv: Path, torch_present: bool, project: Path = PROJECT_ROOT) -> list[
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python3 -m ci.gpu_setup", description="Set up the GPU runner's environment.")
+    p = Parser(prog=PROG, description="Set up the GPU runner's environment.")
     p.add_argument("--venv", default=".venv", help="virtual environment directory (default .venv)")
     p.add_argument("--require-cuda", action="store_true", help="exit 2 unless torch sees a CUDA device")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None, run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> int:
-    opts = parse_args(argv)
+    return run_main(PROG, lambda: setup(parse_args(argv), run))
+
+
+def setup(opts: argparse.Namespace, run: Callable[..., subprocess.CompletedProcess]) -> int:
     venv = Path(opts.venv).resolve()
 
     def step(cmd: list[str], **kw) -> subprocess.CompletedProcess:

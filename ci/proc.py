@@ -1,28 +1,46 @@
-"""Child processes: pinned thread counts, output streamed to the log and its tail kept."""
+"""What the ci commands share beyond perf.cli: child processes whose output streams to the log,
+folders checked before anything is measured, the pytest arguments of a command line.
+
+Standard library and perf.cli only: ``ci.gpu_setup`` imports this before anything is installed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import collections
 import os
-import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from perf.ab import OUTER_PYTEST  # an outer pytest's variables, which a child session must not inherit
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+from perf.cli import UsageError, pytest_args, split_dashdash
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def child_env(threads: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for benchmark processes: every BLAS/OpenMP pool pinned to ``threads``."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in OUTER_PYTEST}
-    env.update({name: str(threads) for name in THREAD_VARIABLES})
-    return env
+def parse_with_pytest_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``opts.pytest`` = the shell-split ``--pytest-args`` string, then whatever follows ``--``."""
+    own, tail = split_dashdash(argv)
+    opts = parser.parse_args(own)
+    opts.pytest = pytest_args(opts.pytest_args, tail)
+    return opts
+
+
+def make_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a writable folder, created if need be; UsageError (one line) when it cannot be."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{what} {str(path)!r} is a file, not a folder") from None
+    except NotADirectoryError:
+        raise UsageError(f"{what} {str(path)!r}: a part of the path is a file, not a folder") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {str(path)!r}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {str(path)!r}: not writable")
+    return folder
 
 
 def run_tee(cmd: Sequence[str], *, cwd=None, env=None, tail: int = 20) -> tuple[int, list[str]]:
@@ -43,18 +61,3 @@ def run_tee(cmd: Sequence[str], *, cwd=None, env=None, tail: int = 20) -> tuple[
     except KeyboardInterrupt:
         proc.wait()
         raise
-
-
-def parse_with_pytest_args(parser: argparse.ArgumentParser, argv: Sequence[str], error: type[Exception]) -> argparse.Namespace:
-    """Parse ``argv``; ``opts.pytest`` = the shell-split ``--pytest-args`` string, then whatever follows ``--``."""
-    argv = list(argv)
-    tail: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, tail = argv[:cut], argv[cut + 1:]
-    opts = parser.parse_args(argv)
-    try:
-        opts.pytest = [*shlex.split(opts.pytest_args), *tail]
-    except ValueError as exc:
-        raise error(f"--pytest-args: {exc}") from None
-    return opts

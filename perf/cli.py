@@ -11,6 +11,7 @@ Exit codes (the README's contract, the same for every command):
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -84,3 +85,12 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED
+
+
+def pytest_args(text: str, tail: Sequence[str] = (), option: str = "--pytest-args") -> list[str]:
+    """pytest's arguments: ``text`` (an option's value holding them as one shell-quoted string), split
+    as a shell would, then ``tail`` (what followed ``--``); UsageError naming ``option`` when unbalanced."""
+    try:
+        return [*shlex.split(text or ""), *tail]
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None
