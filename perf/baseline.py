@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gate, history, machine
+from .processes import STATISTIC
 from .results import Metric, ResultsError, Run, load_run, readable_runs
 
 
@@ -72,6 +73,7 @@ class SavedGate:
     drift: dict[str, float] = field(default_factory=dict)        # name -> run-to-run drift floor
     history_runs: int = 0
     threshold_source: str = ""             # set when --benchmark-compare-fail gave the threshold
+    processes: int = 1                     # this run's processes per benchmark (--perf-processes)
 
     def select(self, names: Sequence[str]) -> None:
         """The benchmarks this run measures (after -k/-m): the m of the correction."""
@@ -104,6 +106,22 @@ class SavedGate:
         result = gate.compare_unpaired(name, base.samples, samples, threshold, alpha=self.alpha, tests=self.compared)
         return result.with_note(gate.join_notes(note, drift_note))
 
+    def judge_processes(self, name: str, per_process: Sequence[float], samples: Sequence[float],
+                        note: str = "") -> gate.Comparison | None:
+        """The verdict on this run's processes (one value each, ``processes.STATISTIC``) against the
+        baseline's; a baseline measured in one process is judged on rounds, and says so."""
+        base = self.baseline.results.get(name)
+        if base is None:
+            return None
+        if len(base.processes) < 2:
+            why = "the baseline was measured in one process: judged on its rounds, which cannot tell code from placement"
+            verdict = self.judge(name, samples, note)
+            return verdict.with_note(why) if verdict is not None else None
+        threshold, drift_note = self.threshold_for(name)
+        result = gate.compare_processes(name, base.per_process(STATISTIC), per_process, threshold, alpha=self.alpha,
+                                        tests=self.compared)
+        return result.with_note(gate.join_notes(note, drift_note))
+
     def unmatched(self, measured: Mapping[str, Sequence[float]], collected: Sequence[str]) -> list[gate.Comparison]:
         """NEW rows (measured now, not in the baseline) and MISSING rows (in the baseline, not collected now)."""
         rows = [gate.new_benchmark(n, samples, self.thresholds.get(n, self.threshold))
@@ -118,14 +136,24 @@ class SavedGate:
         else:
             drift = (f"UNKNOWN: {self.history_runs} saved run(s) of this machine; save at least 3 "
                      "(pytest perf --benchmark-autosave), or use python -m perf.ab on a shared machine")
+        base_processes = max((len(r.processes) for r in self.baseline.results.values()), default=0) or 1
+        if self.processes > 1 and base_processes > 1:
+            what = {"min": "minimum", "median": "median"}[STATISTIC]
+            evidence = (f"processes: {base_processes} of the baseline against {self.processes} of this run, each "
+                        f"contributing its {what}; Welch's t-test on their logs")
+        else:
+            whose = "this run's" if self.processes == 1 else "the baseline's"
+            evidence = (f"rounds of one process ({whose}): one process cannot tell code from placement "
+                        "(measure in several: --perf-processes)")
         return {
             "mode": "saved baseline",
+            "evidence": evidence,
             "metric": self.baseline.metric.value,
             "baseline": self.baseline.source,
             "run-to-run drift": drift,
             "alpha": self.alpha,
             "control": f"Bonferroni over {self.compared} compared benchmarks (alpha/m per benchmark)",
             "threshold": self.threshold_source or f"{gate.percent(self.threshold)} (ini perf_thresholds and "
-                                                  "perf_threshold markers override; raised to the baseline's noise floor)",
+                                                  "perf_threshold markers override; never below the run-to-run drift)",
             "threads": dict(threads),
         }

@@ -7,6 +7,7 @@ what is measured here (``pb.record``).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import statistics
@@ -99,16 +100,25 @@ def run(benchmark, case: Case, perf, item: pytest.Item) -> None:
         bound.target(*(bound.setup()[0] if bound.setup else bound.args))
         return
     timer = timer_for(bound.backend, perf.settings.timer)
-    plan_ = Plan(bound, timer, *pb.limits(benchmark))
-    samples = plan_.measure()
-    verdict = perf.judge(benchmark.fullname, samples)
-    if verdict is not None and gate.undecided(verdict):
-        # Undecided: measured again, twice as many rounds, and decided on all of them.
-        samples += plan_.measure(2 * plan_.rounds)
-        verdict = perf.judge(benchmark.fullname, samples, note=f"measured again, {2 * plan_.rounds} more rounds")
-    pb.record(benchmark, samples, timer, iterations=plan_.iterations, group=case.group)
+    name = benchmark.fullname
+    if perf.in_processes is not None:  # measured and judged in fresh processes (--perf-processes)
+        measured = perf.in_processes.get(name)
+        if measured is None:
+            pytest.fail(f"{case.id}: none of the processes measured it (see their lines above)", pytrace=False)
+        samples, iterations, verdict, per_process = measured.samples, 1, perf.verdicts.get(name), measured.processes
+    else:
+        plan_ = Plan(bound, timer, *pb.limits(benchmark))
+        samples, iterations, per_process = plan_.measure(), plan_.iterations, []
+        verdict = perf.judge(name, samples)
+        if verdict is not None and gate.undecided(verdict):
+            # Undecided: measured again, twice as many rounds, and decided on all of them.
+            samples += plan_.measure(2 * plan_.rounds)
+            verdict = perf.judge(name, samples, note=f"measured again, {2 * plan_.rounds} more rounds")
+    pb.record(benchmark, samples, timer, iterations=iterations, group=case.group)
     annotate(benchmark, case, bound, perf, statistics.median(samples))
-    perf.finished(benchmark.fullname, samples, verdict, item)
+    if per_process:
+        benchmark.extra_info["processes"] = [dataclasses.asdict(p) for p in per_process]
+    perf.finished(name, samples, verdict, item)
 
 
 def annotate(benchmark, case: Case, bound: Bound, perf, median_s: float) -> None:

@@ -33,6 +33,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perf-alpha": ("0.05", "suite-wide false-alarm rate of the gate (Bonferroni over the compared benchmarks)"),
     "perf-metric": ("time", "what each benchmark measures: time (seconds per call, every backend), or instructions "
                     "or cycles per call counted under valgrind's callgrind (CPU backends: deterministic)"),
+    "perf-processes": ("5", "fresh processes each benchmark is measured in, one after the other, each with its share of "
+                       "--benchmark-max-time; the gate compares processes, not rounds (1: this process only)"),
     "perf-report-json": ("", "write the gate's verdicts as JSON to this path"),
     "perf-report-md": ("", "write the gate's verdicts as Markdown to this path (e.g. $GITHUB_STEP_SUMMARY)"),
 }
@@ -77,6 +79,7 @@ class Settings:
     threads: int
     timer: str
     metric: str
+    processes: int
     threshold: float
     alpha: float
     thresholds: tuple[tuple[str, float], ...]
@@ -132,6 +135,7 @@ def settings(config: pytest.Config) -> Settings:
     threads = parse("perf-threads", _parse_threads)
     timer = parse("perf-timer", _parse_timer)
     metric = parse("perf-metric", _parse_metric)
+    processes = parse("perf-processes", _parse_positive)
     threshold = parse("perf-threshold", parse_threshold)
     alpha = parse("perf-alpha", _parse_alpha)
     if timer == "events":
@@ -157,7 +161,7 @@ def settings(config: pytest.Config) -> Settings:
     # Each once: a repeated name would run twice under ids pytest renames (no baseline matches them).
     return Settings(
         backends=tuple(dict.fromkeys(backends)), sizes=tuple(sizes), dtypes=tuple(dict.fromkeys(dtypes)),
-        threads=threads, timer=timer, metric=metric,
+        threads=threads, timer=timer, metric=metric, processes=processes,
         threshold=threshold, alpha=alpha, thresholds=tuple(thresholds),
         report_json=_raw(config, "perf-report-json")[0], report_md=_raw(config, "perf-report-md")[0],
         allow_foreign_baseline=flag("perf_allow_foreign_baseline"), save_failed=flag("perf_save_failed"),
@@ -197,6 +201,12 @@ def _parse_timer(text: str) -> str:
     if text.strip() not in TIMERS:
         raise ValueError(f"unknown timer; valid: {', '.join(TIMERS)}")
     return text.strip()
+
+
+def _parse_positive(text: str) -> int:
+    if text.strip().isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError("expected a positive integer")
 
 
 def _parse_metric(text: str) -> str:

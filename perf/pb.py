@@ -33,6 +33,12 @@ def limits(benchmark) -> tuple[float, float, int]:
     return benchmark._min_time, benchmark._max_time, benchmark._min_rounds
 
 
+def config_limits(config: pytest.Config) -> tuple[float, float, int]:
+    """(max_time, min_time, min_rounds) as the session's --benchmark-* options set them."""
+    return (float(config.getoption("benchmark_max_time")), float(config.getoption("benchmark_min_time")),
+            int(config.getoption("benchmark_min_rounds")))
+
+
 def record(benchmark, samples: Sequence[float], timer: Callable[[], float] | None = None, *, iterations: int = 1,
            group: str | None = None) -> None:
     """Make ``samples`` (one value per round, per call) the benchmark's stats, as if pytest-benchmark had

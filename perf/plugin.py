@@ -20,7 +20,7 @@ import pytest
 import kernels
 from kernels import tutorial
 
-from . import gate, machine, measure, pb, render, results
+from . import gate, machine, measure, pb, processes, render, results
 from .baseline import BaselineError, SavedGate, check_comparable, choose
 from .cases import PROBES, STEPS, Case, free_memory, memory_needed, probe_problem
 from .options import Settings, add_options, settings
@@ -60,6 +60,8 @@ class PerfSession:
     failed: dict[str, bool] = field(default_factory=dict)            # node id -> failed on a regression
     errors: list[str] = field(default_factory=list)                  # environment failures, said at the end
     warnings: list[str] = field(default_factory=list)                # said in the report header
+    in_processes: dict[str, processes.Measured] | None = None        # measured by child processes, when used
+    verdicts: dict[str, gate.Comparison] = field(default_factory=dict)  # decided on processes, before the tests
 
     @functools.cached_property
     def fingerprint(self) -> dict[str, object]:
@@ -69,6 +71,9 @@ class PerfSession:
 
     def judge(self, name: str, samples: list[float], note: str = "") -> gate.Comparison | None:
         return None if self.gate is None else self.gate.judge(name, samples, note)
+
+    def pytest_runtest_logstart(self, nodeid: str, location) -> None:
+        processes.note_progress(nodeid)  # in a child: which benchmark a crash happened in
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Every failed test (under xdist, as the controller receives it), and whether the gate failed it."""
@@ -162,7 +167,7 @@ def _choose_baseline(config: pytest.Config, perf: PerfSession, threshold_source:
         return
     pb.set_compare(config, run.source)
     s = perf.settings
-    perf.gate = SavedGate(run, s.threshold, s.alpha, threshold_source=threshold_source)
+    perf.gate = SavedGate(run, s.threshold, s.alpha, threshold_source=threshold_source, processes=s.processes)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -371,17 +376,63 @@ def _sigterm_deferred():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtestloop(session: pytest.Session):
+    """With --perf-processes P > 1: every selected benchmark measured in P fresh processes, and judged on
+    them, before the test bodies run (they check correctness and record what the processes measured)."""
+    perf = perf_session(session.config)
+    bs = pb.session(session.config)
+    if perf.settings.processes > 1 and not processes.is_child() and bs is not None and not bs.disabled:
+        items = [i for i in session.items if _case_of(i) is not None and not i.get_closest_marker("skip")]
+        if items and not session.config.option.collectonly:
+            try:
+                _measure_in_processes(session.config, perf, items)
+            except processes.ChildError as exc:
+                pytest.exit(f"perf: {exc}", returncode=EXIT_ENVIRONMENT)
+    return (yield)
+
+
+def _measure_in_processes(config: pytest.Config, perf: PerfSession, items: list[pytest.Item]) -> None:
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+
+    def log(line: str) -> None:
+        if terminal is not None:
+            terminal.write_line(f"perf: {line}")
+
+    rootdir = config.rootpath
+    run = functools.partial(processes.run_processes, s=perf.settings, budget=processes.Budget(*pb.config_limits(config)),
+                            count=perf.settings.processes, rootdir=rootdir, cwd=config.invocation_params.dir,
+                            parent_args=config.invocation_params.args, log=log)
+    ids = {item.nodeid: f"{rootdir}/{item.nodeid}" for item in items}
+    log(f"measuring {len(items)} benchmarks in {perf.settings.processes} fresh processes, one after the other")
+    perf.in_processes = run(list(ids.values()))
+    if perf.gate is None:
+        return
+    for name, m in perf.in_processes.items():
+        perf.verdicts[name] = perf.gate.judge_processes(name, m.values(), m.samples)
+    again = [name for name, v in perf.verdicts.items() if v is not None and gate.undecided(v)]
+    if not again:
+        return
+    log(f"{len(again)} undecided: measuring them in {perf.settings.processes} more processes")
+    for name, m in run([ids[n] for n in again], label="again").items():
+        both = perf.in_processes[name]
+        both.per_process += m.per_process
+        perf.verdicts[name] = perf.gate.judge_processes(
+            name, both.values(), both.samples, note=f"measured again in {len(m.per_process)} more processes")
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     """Before pytest-benchmark saves: a partial or failed run is not saved. After every report is
     written: the exit code (1 for regressions alone) and any environment failure, in one line each."""
     bs = pb.session(session.config)
     perf = perf_session(session.config)
-    stopped = exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail
+    stopped = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or session.shouldstop or session.shouldfail
     if bs is not None and pb.wants_save(bs):
         if stopped:  # a partial run must never become the baseline the next --benchmark-compare picks
             pb.cancel_save(bs)
-            why = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else f"stopped early ({stopped})"
+            why = ("interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else
+                   f"stopped early ({stopped if isinstance(stopped, str) else f'exit status {exitstatus}'})")
             pb.warn(bs, f"Not saving benchmark data: the run was {why}.")
         elif perf.failed and not perf.settings.save_failed:
             pb.cancel_save(bs)
