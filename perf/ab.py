@@ -293,7 +293,10 @@ def remove_worktree(repo, dest: Path) -> None:
 
 def start_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], cpus=None):
     """Start one side's pytest (pinned to `cpus` when given); (process, command, start time)."""
-    env = machine.child_env(PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd))
+    # Each side of a round is already one fresh process, the A/B's unit of evidence: it measures
+    # in itself and spawns none (an environment variable, which a base revision without
+    # --perf-processes ignores, where an unknown option would fail it).
+    env = machine.child_env(PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd), **{machine.CHILD_ENV: "1"})
     cmd = pytest_command(tree, json_path, args)
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -23,6 +23,9 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 # child session's benchmarks off or add options to it.
 OUTER_PYTEST = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST",
                 "PYTEST_XDIST_TESTRUNUID")
+# Set in a benchmark process that must measure in itself and spawn no processes of its own: a
+# child of --perf-processes, a side of an A/B round.
+CHILD_ENV = "PERF_CHILD"
 # Fingerprint fields that depend on the process (which libraries it has loaded, what it pinned):
 # they are compared like every other field, but do not name the machine (``key``).
 PER_PROCESS = ("threads", "blas")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,8 +29,9 @@ from . import machine, results
 from .options import Settings
 from .results import Process, Result
 
-CHILD_ENV = "PERF_CHILD"              # set in a child: it measures and never spawns
+CHILD_ENV = machine.CHILD_ENV         # set in a child: it measures and never spawns
 PROGRESS_ENV = "PERF_CHILD_PROGRESS"  # a file the child appends each benchmark's node id to as it starts it
+PROGRESS_LINE = re.compile(r"[.sFExX]+( *\[ *\d+%\])?")
 STATISTIC = "min"                     # what each process contributes to the gate (see process-variation.md)
 CHILD_OK = (0, 7)                     # a child's exit codes that still give results: pass, a failed check
 TAKES_VALUE = ("-p", "-o", "--override-ini", "-c", "--config-file", "--import-mode", "-W")  # passed to children as given
@@ -105,7 +106,8 @@ def command(nodeids: Sequence[str], s: Settings, budget: Budget, json_path: Path
             parent_args: Sequence[str]) -> list[str]:
     """The child: ``pytest`` of exactly these benchmarks with the session's settings and one process."""
     sizes = ",".join(p.name for p in s.sizes)
-    return [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", f"--rootdir={rootdir}",
+    # --capture=no: what a crashing child writes to its stderr reaches its log, and the one-line error.
+    return [sys.executable, "-m", "pytest", *nodeids, "-q", "--capture=no", "-p", "no:cacheprovider", f"--rootdir={rootdir}",
             *passed_through(parent_args),
             f"--benchmark-json={json_path}", f"--benchmark-storage=file://{storage}",
             f"--benchmark-max-time={budget.max_time!r}", f"--benchmark-min-time={budget.min_time!r}",
@@ -133,7 +135,7 @@ def run_processes(nodeids: Sequence[str], s: Settings, budget: Budget, count: in
                 rc = _run(cmd, cwd, env, out)
             where = f"{label} {k}/{count}"
             if rc not in CHILD_OK or not json_path.exists():
-                raise ChildError(_failure(where, rc, progress, output, cmd))
+                raise ChildError(_failure(where, rc, progress, output))
             try:
                 run = results.load_run(json_path)
             except results.ResultsError as exc:
@@ -156,12 +158,13 @@ def _run(cmd: list[str], cwd: Path, env: Mapping[str, str], out) -> int:
         raise
 
 
-def _failure(where: str, rc: int, progress: Path, output: Path, cmd: Sequence[str]) -> str:
+def _failure(where: str, rc: int, progress: Path, output: Path) -> str:
     started = _lines(progress)
     bench = f"while measuring {started[-1]}" if started else "before its first benchmark"
     how = f"was killed by signal {-rc}" if rc < 0 else f"exited {rc}" if rc not in CHILD_OK else "wrote no results"
-    last = (_lines(output) or ["no output"])[-1]
-    return f"{where} {how} {bench}: {last.strip()[:300]} (command: {shlex.join(cmd)[:200]}...)"
+    said = [line for line in _lines(output) if not PROGRESS_LINE.fullmatch(line.strip())]  # not pytest's dots
+    last = (said or ["no output"])[-1]
+    return f"{where} {how} {bench}; its last line: {last.strip()[:300]}"
 
 
 def _lines(path: Path) -> list[str]:

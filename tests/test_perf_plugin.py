@@ -38,7 +38,9 @@ from perf.results import Metric
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).resolve().parent / "plugins"  # -p modules: perf_wrong_relu, perf_interrupt_second
 TINY = "8x16x8x4"  # N, D_in, H, D_out
-FAST = ("-p", "no:cacheprovider", "--perf-size", "8,16,8,4", "--benchmark-max-time=0.001", "--benchmark-min-rounds=5")
+# One process: what is measured in several is tested in tests/test_processes.py.
+FAST = ("-p", "no:cacheprovider", "--perf-size", "8,16,8,4", "--benchmark-max-time=0.001", "--benchmark-min-rounds=5",
+        "--perf-processes", "1")
 CPU = ("--perf-backend", "numpy,torch-cpu", "--perf-threads", "1")
 NO_ROOFLINE = ("-k", "not roofline")  # its probes are fixed-size (a 2048^3 matmul): seconds, not milliseconds
 HUGE = ("--perf-threshold", "1000%")  # unchanged code never moves 11x: no verdict here depends on noise

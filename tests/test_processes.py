@@ -1,0 +1,209 @@
+"""The process as the unit of evidence (--perf-processes): the decision rule on constructed
+per-process data, and the child orchestration end to end on a tiny selection.
+
+Nothing here passes or fails on a timing: decisions are checked on constructed values, and the
+end-to-end runs check what is measured where, what is saved and what a failing child does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perf import gate, processes, results
+from perf.baseline import SavedGate
+from perf.processes import Budget, Measured, passed_through
+from tests.test_perf_plugin import child_env, node, pytest_perf, storage_option
+
+TINY_FAST = ("-p", "no:cacheprovider", "--perf-size", "8,16,8,4", "--perf-backend", "numpy",
+             "--benchmark-max-time=0.002", "--benchmark-min-rounds=4", "-k", "relu or hidden")
+slow = pytest.mark.slow
+M = 1e-6
+
+
+# --------------------------------------------------------------------------- the decision rule
+
+
+def test_a_real_shift_of_every_process_is_a_regression():
+    base = [3.0 * M * f for f in (1.00, 1.02, 0.99, 1.01, 1.00)]
+    c = gate.compare_processes("x", base, [1.5 * v for v in base], 0.05)
+    assert c.verdict == gate.REGRESSED and c.ratio == pytest.approx(1.5)
+    assert c.n_baseline == c.n_current == 5 and c.ci_low > 1.05
+
+
+def test_one_whole_process_running_slow_is_not_a_regression():
+    base = [3.0 * M * f for f in (1.00, 1.01, 0.99, 1.00, 1.02)]
+    current = [3.0 * M * f for f in (1.00, 0.99, 1.01, 1.00, 1.60)]  # its CPU was taken for most of its life
+    assert gate.compare_processes("x", base, current, 0.05).verdict != gate.REGRESSED
+
+
+def test_bimodal_processes_on_both_sides_are_not_a_regression():
+    # Two levels a process lands on by chance (placement), mixed differently on each side.
+    low, high = 3.3 * M, 4.8 * M
+    c = gate.compare_processes("x", [low, low, low, high, low], [high, low, high, high, low], 0.05, tests=12)
+    assert c.verdict in (gate.INCONCLUSIVE, gate.UNCHANGED) and c.p_adjusted > 0.05
+
+
+def test_too_few_processes_decide_nothing():
+    c = gate.compare_processes("x", [3 * M], [9 * M, 9 * M, 9 * M], 0.05)
+    assert c.verdict == gate.INCONCLUSIVE and "too few processes (1 baseline, 3 current" in c.note
+
+
+def test_equal_counts_are_unchanged_and_constant_different_counts_are_decided_on_the_ratio():
+    same = gate.compare_processes("n", [43_210.0] * 3, [43_210.0] * 3, 0.01)
+    assert same.verdict == gate.UNCHANGED and same.ratio == 1.0 and same.p_value == 1.0
+    more = gate.compare_processes("n", [43_210.0] * 3, [43_210.0 * 1.03] * 3, 0.01)
+    assert more.verdict == gate.REGRESSED and "decided on the ratio" in more.note
+
+
+def test_under_a_a_the_process_rule_keeps_false_alarms_within_alpha():
+    rng = np.random.default_rng(7)
+    suites, m, flagged = 300, 12, 0
+    for _ in range(suites):
+        rows = [gate.compare_processes(f"b{i}", np.exp(rng.normal(0, 0.1, 5)), np.exp(rng.normal(0, 0.1, 5)), 0.05,
+                                       tests=m) for i in range(m)]
+        flagged += any(r.verdict in (gate.REGRESSED, gate.IMPROVED) for r in rows)
+    assert flagged / suites <= 0.05
+
+
+def test_the_process_rule_sees_a_shift_that_the_rounds_of_one_process_cannot_tell_from_placement():
+    rng = np.random.default_rng(3)
+    base = np.exp(rng.normal(0, 0.03, 8)) * 3 * M
+    c = gate.compare_processes("x", base, np.exp(rng.normal(math.log(1.3), 0.03, 8)) * 3 * M, 0.05, tests=12)
+    assert c.verdict == gate.REGRESSED
+
+
+# --------------------------------------------------------------------------- the saved baseline's use of it
+
+
+def run_with(processes_per_bench: dict[str, list[list[float]]]) -> results.Run:
+    benchmarks = []
+    for name, per_process in processes_per_bench.items():
+        data = [v for p in per_process for v in p]
+        procs = [{"rounds": len(p), "min": min(p), "median": float(np.median(p))} for p in per_process]
+        benchmarks.append({"fullname": name, "stats": {"data": data, "median": float(np.median(data))},
+                           "extra_info": {"processes": procs} if len(per_process) > 1 else {}})
+    return results.parse_run({"benchmarks": benchmarks}, "base.json")
+
+
+def measured(per_process: list[list[float]]) -> Measured:
+    return Measured([results.Result(f"p{i}", results.Metric.TIME, tuple(p), float(np.median(p)), None)
+                     for i, p in enumerate(per_process)])
+
+
+def test_the_saved_gate_compares_processes_with_processes():
+    base = run_with({"a": [[1.0, 1.1], [1.02, 1.2], [0.99, 1.0]]})
+    g = SavedGate(base, 0.05, 0.05, processes=3)
+    now = measured([[2.0, 2.1], [2.02, 2.2], [1.98, 2.0]])
+    c = g.judge_processes("a", now.values(), now.samples)
+    assert c.verdict == gate.REGRESSED and c.n_baseline == 3 and c.n_current == 3
+    assert g.judge_processes("not in the baseline", now.values(), now.samples) is None
+    assert g.meta({})["evidence"].startswith("processes: 3 of the baseline against 3 of this run")
+
+
+def test_a_baseline_of_one_process_is_judged_on_rounds_and_says_so():
+    base = run_with({"a": [[1.0, 1.01, 0.99, 1.02, 1.0, 1.01]]})
+    g = SavedGate(base, 0.05, 0.05, processes=3)
+    now = measured([[1.0, 1.01], [1.02, 1.0], [0.99, 1.01]])
+    c = g.judge_processes("a", now.values(), now.samples)
+    assert "the baseline was measured in one process" in c.note
+    assert "one process cannot tell code from placement" in SavedGate(base, 0.05, 0.05, processes=1).meta({})["evidence"]
+
+
+def test_a_damaged_processes_record_in_a_baseline_is_one_line_naming_the_field():
+    doc = {"benchmarks": [{"fullname": "a", "stats": {"data": [1.0, 2.0]},
+                           "extra_info": {"processes": [{"rounds": 3, "min": 1.0, "median": 1.5}]}}]}
+    with pytest.raises(results.ResultsError, match=r"b.json: benchmarks\[0\] \(a\).extra_info.processes: their rounds add "):
+        results.parse_run(doc, "b.json")
+    doc["benchmarks"][0]["extra_info"]["processes"] = [{"rounds": "2", "min": 1.0, "median": 1.5}]
+    with pytest.raises(results.ResultsError, match=r"processes\[0\].rounds: expected a positive integer"):
+        results.parse_run(doc, "b.json")
+
+
+# --------------------------------------------------------------------------- the children's command
+
+
+def test_each_process_gets_its_share_of_the_time_budget():
+    share = Budget(max_time=0.5, min_time=1e-4, min_rounds=10).share(5)
+    assert share == Budget(0.1, 1e-4, 3) and Budget(0.5, 1e-4, 30).share(5).min_rounds == 6
+
+
+def test_children_get_the_parent_s_plugins_and_ini_overrides_and_nothing_else():
+    args = ["perf", "-p", "tests.plugins.slowdown", "-pfoo", "-k", "relu", "--override-ini=a=b", "-o", "x=y",
+            "--benchmark-compare", "--perf-processes", "5", "-x", "--junitxml", "j.xml"]
+    assert passed_through(args) == ["-p", "tests.plugins.slowdown", "-pfoo", "--override-ini=a=b", "-o", "x=y"]
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@slow
+def test_a_run_in_processes_saves_their_statistics_readable_by_pytest_benchmark(tmp_path):
+    run = pytest_perf(*TINY_FAST, "--perf-processes", "2", "--benchmark-autosave", "-rA", storage_option(tmp_path))
+    assert run.rc == 0, run.output
+    assert "perf: measuring 4 benchmarks in 2 fresh processes" in run.output
+    assert "perf: process 1/2: 4 benchmarks in " in run.output and "perf: process 2/2: 4 benchmarks in " in run.output
+    (saved,) = tmp_path.rglob("*.json")
+    loaded = results.load_run(saved)
+    for name in (node("relu", "numpy"), node("hidden", "numpy")):
+        r = loaded.results[name]
+        assert len(r.processes) == 2 and sum(p.rounds for p in r.processes) == len(r.samples)
+        assert all(p.min <= p.median for p in r.processes)
+    listing = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(saved), "--columns=min,median,rounds"],
+                             capture_output=True, text=True)
+    assert listing.returncode == 0 and "test_stage[8x16x8x4-relu-numpy]" in listing.stdout, listing.stderr
+    again = pytest_perf(*TINY_FAST, "--perf-processes", "2", "--benchmark-compare", "-rA", "--perf-threshold", "1000%",
+                        storage_option(tmp_path))
+    assert again.rc == 0, again.output
+    assert "evidence: processes: 2 of the baseline against 2 of this run" in again.section("perf gate")
+
+
+CRASH = '''
+import os
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    if os.environ.get("PERF_CHILD") == "1" and "relu" in item.nodeid:
+        os.write(2, b"the child is going down now\\n")
+        os.{how}
+'''
+
+
+@slow
+@pytest.mark.parametrize(("how", "said"), [("_exit(3)", "exited 3"), ("kill(os.getpid(), 9)", "was killed by signal 9")])
+def test_a_child_that_fails_or_is_killed_is_one_line_and_nothing_is_saved(tmp_path, how, said):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "perf_crash_child.py").write_text(CRASH.format(how=how))
+    env = child_env(PYTHONPATH=f"{Path(__file__).resolve().parents[1]}:{plugins}")
+    storage = tmp_path / "storage"
+    run = pytest_perf(*TINY_FAST, "--perf-processes", "2", "-p", "perf_crash_child", "--benchmark-autosave",
+                      storage_option(storage), env=env)
+    assert run.rc == 6, run.output
+    (line,) = [line for line in run.lines() if "process 1/2 " in line]
+    assert f"process 1/2 {said} while measuring " in line and "relu-numpy]" in line
+    if "exited" in said:
+        assert "the child is going down now" in line
+    assert "Traceback" not in run.output
+    assert not list(storage.rglob("*.json"))
+
+
+def test_a_child_measures_in_itself(monkeypatch):
+    monkeypatch.setenv(processes.CHILD_ENV, "1")
+    assert processes.is_child()
+    monkeypatch.delenv(processes.CHILD_ENV)
+    assert not processes.is_child()
+
+
+def test_the_saved_json_holds_per_process_statistics_beside_the_raw_samples(tmp_path):
+    m = measured([[3.0, 1.0, 2.0], [5.0, 4.0]])
+    assert m.samples == [3.0, 1.0, 2.0, 5.0, 4.0] and m.values() == [1.0, 4.0] and m.values("median") == [2.0, 4.5]
+    assert [(p.rounds, p.min, p.median) for p in m.processes] == [(3, 1.0, 2.0), (2, 4.0, 4.5)]
+    json.dumps([p.__dict__ for p in m.processes])
