@@ -32,7 +32,7 @@ from . import machine
 from .ab import STATISTICS, read_round
 from .cli import Parser, UsageError, run_main
 from .gate import TRIM, winsorize
-from .results import ResultsError, load_verdicts, read_json, write_json
+from .results import ResultsError, load_run, load_verdicts, read_json, write_json
 
 BACKENDS = ["--perf-backend", "numpy,torch-cpu"]
 AA = ["--perf-size", "seed", *BACKENDS, "-k", "not roofline"]
@@ -40,6 +40,11 @@ DETECT = ["--perf-size", "seed,compute", *BACKENDS, "-k", "seed-relu- or seed-lo
 SAVED = ["--perf-size", "seed,compute", *BACKENDS, "-k", "not roofline and (seed- or compute-grad_w1-)"]
 INJECT = {"PERF_SLOWDOWN": "relu:25%,grad_w1:10%"}
 INJECTED = ("seed-relu-", "compute-grad_w1-")
+# Saved-baseline mode: baselines of 1 and of 3 saved runs; slowdowns injected into the compared run.
+SAVED_RUNS = (1, 3)
+SAVED_INJECT = {"det50": "relu:50%,grad_w1:10%", "det25": "relu:25%"}
+SAVED_DETECTIONS = (("det50", "seed-relu-", "relu +50% at seed"), ("det50", "compute-grad_w1-", "grad_w1 +10% at compute"),
+                    ("det25", "seed-relu-", "relu +25% at seed"))  # (experiment, benchmarks, what was injected)
 PLUGIN = "-p tests.plugins.slowdown"
 NAIVE = 0.10  # --benchmark-compare-fail=median:10%
 
@@ -78,13 +83,18 @@ def ab(work: Path, name: str, opts: argparse.Namespace, select: list[str], injec
     return comparisons(out), naive, {"wall": wall, "recheck": "recheck rounds" in report.extra}
 
 
-def saved(work: Path, name: str, inject: bool) -> tuple[list[dict], list[dict]]:
-    out = work / f"{name}.json"
-    cmd = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider", f"--benchmark-storage=file://{work}/saved",
-           "--benchmark-compare", f"--perf-report-json={out}", *SAVED]
-    sh([*cmd, *(PLUGIN.split() if inject else [])], INJECT if inject else None)
+def saved(work: Path, name: str, storage: Path, select: list[str], slowdown: str = "") -> tuple[list, list, dict]:
+    """(gate rows, naive rows, run facts) of one `pytest perf --benchmark-compare` against `storage`; naive =
+    the two runs' stats medians, as --benchmark-compare-fail=median:10% would compare them."""
+    out, current = work / f"{name}.json", work / f"{name}-run.json"
+    cmd = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider", f"--benchmark-storage=file://{storage}",
+           "--benchmark-compare", f"--perf-report-json={out}", f"--benchmark-json={current}", *select]
+    _, wall = sh([*cmd, *(PLUGIN.split() if slowdown else [])], {"PERF_SLOWDOWN": slowdown} if slowdown else None)
     rows = comparisons(out)
-    return rows, [{"name": r["name"], "ratio": r["current_median"] / r["baseline_median"]} for r in rows]
+    baseline = load_run(load_verdicts(out).meta["baseline"])
+    now = load_run(current)
+    naive = [{"name": r["name"], "ratio": now.results[r["name"]].median / baseline.results[r["name"]].median} for r in rows]
+    return rows, naive, {"wall": wall}
 
 
 def share(rows: list[dict], pick=lambda name: True) -> tuple[int, int]:
@@ -172,8 +182,7 @@ def spread_table(work: Path) -> list[str]:
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, list]:
     """Run every experiment; the rows and run facts that the report is made of."""
-    res: dict[str, list] = {k: [] for k in ("ab_aa", "ab_aa_naive", "ab_det", "ab_det_naive", "sb_aa", "sb_aa_naive",
-                                            "sb_det", "sb_det_naive", "aa_runs", "det_runs")}
+    res: dict[str, list] = {k: [] for k in ("ab_aa", "ab_aa_naive", "ab_det", "ab_det_naive", "aa_runs", "det_runs")}
     for rep in range(0 if args.skip_ab else args.reps):
         rows, naive, facts = ab(work, f"ab-aa-{rep}", args, AA, inject=False)
         res["ab_aa"] += rows
@@ -183,17 +192,23 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, list]:
         res["ab_det"] += rows
         res["ab_det_naive"] += naive
         res["det_runs"].append(facts)
-    save = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider",
-            f"--benchmark-storage=file://{work}/saved", "--benchmark-autosave", *SAVED]
-    for _ in range(0 if args.skip_saved else 3):
-        sh(save)
-    for rep in range(0 if args.skip_saved else args.reps):
-        rows, naive = saved(work, f"sb-aa-{rep}", inject=False)
-        res["sb_aa"] += rows
-        res["sb_aa_naive"] += naive
-        rows, naive = saved(work, f"sb-det-{rep}", inject=True)
-        res["sb_det"] += rows
-        res["sb_det_naive"] += naive
+    for runs in () if args.skip_saved else SAVED_RUNS:
+        storage = work / f"saved-{runs}"
+        for _ in range(runs):
+            sh([sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider",
+                f"--benchmark-storage=file://{storage}", "--benchmark-autosave", *SAVED])
+        for rep in range(args.reps):
+            rows, naive, facts = saved(work, f"sb{runs}-aa-{rep}", storage, SAVED)
+            res.setdefault(f"sb{runs}_aa", []).extend(rows)
+            res.setdefault(f"sb{runs}_aa_naive", []).extend(naive)
+            res.setdefault("sb_runs", []).append(facts)
+        if runs != SAVED_RUNS[0]:
+            continue
+        for key, slowdown in SAVED_INJECT.items():  # detection against the single saved run: the headline workflow
+            for rep in range(args.reps):
+                rows, naive, _ = saved(work, f"sb-{key}-{rep}", storage, DETECT, slowdown)
+                res.setdefault(f"sb_{key}", []).extend(rows)
+                res.setdefault(f"sb_{key}_naive", []).extend(naive)
     return res
 
 
@@ -215,8 +230,9 @@ def render(res: dict[str, list], meta: dict, work: Path) -> list[str]:
         "| mode | selection | gate: flagged | plain median:10%: flagged |",
         "|---|---|---:|---:|",
         f"| A/B | `{shlex.join(AA)}` | {pct(*share(res['ab_aa']))} | {pct(*naive_share(res['ab_aa_naive']))} |",
-        f"| saved baseline (3 saved runs) | `{shlex.join(SAVED)}` | {pct(*share(res['sb_aa']))} "
-        f"| {pct(*naive_share(res['sb_aa_naive']))} |",
+        *(f"| saved baseline, {k} saved run{'s' if k > 1 else ''} | `{shlex.join(SAVED)}` | "
+          f"{pct(*share(res.get(f'sb{k}_aa', [])))} | {pct(*naive_share(res.get(f'sb{k}_aa_naive', [])))} |"
+          for k in SAVED_RUNS if res.get(f"sb{k}_aa")),
         f"| A/B, the detection runs' unaffected benchmarks | `{shlex.join(DETECT)}` "
         f"| {pct(*share(res['ab_det'], lambda n: not injected(n)))} "
         f"| {pct(*naive_share(res['ab_det_naive'], lambda n: not injected(n)))} |",
@@ -229,14 +245,28 @@ def render(res: dict[str, list], meta: dict, work: Path) -> list[str]:
     ]
     for tag, what in (("seed-relu-", "relu +25% at seed (microseconds)"), ("compute-grad_w1-", "grad_w1 +10% at compute")):
         for mode, key in (("A/B", "ab_det"), ("saved baseline", "sb_det")):
+            if not res.get(key):
+                continue
             pick = lambda n, t=tag: t in n  # noqa: E731
             gate_cell, plain_cell = pct(*share(res[key], pick)), pct(*naive_share(res[key + "_naive"], pick))
             lines.append(f"| {what} | {mode} | {gate_cell} | {by_backend(res[key], tag)} | {plain_cell} |")
+    saved_rows = [row for row in SAVED_DETECTIONS if res.get(f"sb_{row[0]}")]
+    if saved_rows:
+        lines += ["", f"Saved-baseline mode, against {SAVED_RUNS[0]} saved run (`--benchmark-autosave` once, then "
+                      f"`--benchmark-compare` with `PERF_SLOWDOWN` set; selection `{shlex.join(DETECT)}`; "
+                      "targets: relu +50% at least 90%, relu +25% and grad_w1 +10% at least half):", "",
+                  "| injected | gate: flagged | per backend | plain median:10%: flagged |", "|---|---:|---|---:|"]
+        for key, tag, what in saved_rows:
+            pick = lambda n, t=tag: t in n  # noqa: E731
+            rows, naive = res[f"sb_{key}"], res[f"sb_{key}_naive"]
+            flagged, plain = pct(*share(rows, pick)), pct(*naive_share(naive, pick))
+            lines.append(f"| {what} | {flagged} | {by_backend(rows, tag)} | {plain} |")
     lines += ["", "## Cost", "",
               f"A/B over `{shlex.join(AA)}` ({design}): {minutes(res['aa_runs'])} per run, recheck included "
               f"(needed in {rechecks(res['aa_runs'])}); target: within 10 minutes on 2 cores.",
               f"Detection runs (`{shlex.join(DETECT)}`): {minutes(res['det_runs'])} per run "
-              f"(recheck needed in {rechecks(res['det_runs'])}).", ""]
+              f"(recheck needed in {rechecks(res['det_runs'])}).",
+              f"Saved-baseline comparisons (`{shlex.join(SAVED)}`): {minutes(res.get('sb_runs', []))} per run.", ""]
     return lines + spread_table(work)
 
 
