@@ -118,8 +118,7 @@ class SavedGate:
             verdict = self.judge(name, samples, note)
             return verdict.with_note(why) if verdict is not None else None
         threshold, drift_note = self.threshold_for(name)
-        result = gate.compare_processes(name, base.per_process(STATISTIC), per_process, threshold, alpha=self.alpha,
-                                        tests=self.compared)
+        result = gate.compare_processes(name, base.per_process(STATISTIC), per_process, threshold)
         return result.with_note(gate.join_notes(note, drift_note))
 
     def unmatched(self, measured: Mapping[str, Sequence[float]], collected: Sequence[str]) -> list[gate.Comparison]:
@@ -140,7 +139,8 @@ class SavedGate:
         if self.processes > 1 and base_processes > 1:
             what = {"min": "minimum", "median": "median"}[STATISTIC]
             evidence = (f"processes: {base_processes} of the baseline against {self.processes} of this run, each "
-                        f"contributing its {what}; Welch's t-test on their logs")
+                        f"contributing its {what}; the fastest process of each side compared, the runner-up on the other "
+                        "side sets the interval; a regression is confirmed in more processes")
         else:
             whose = "this run's" if self.processes == 1 else "the baseline's"
             evidence = (f"rounds of one process ({whose}): one process cannot tell code from placement "
@@ -152,7 +152,9 @@ class SavedGate:
             "baseline": self.baseline.source,
             "run-to-run drift": drift,
             "alpha": self.alpha,
-            "control": f"Bonferroni over {self.compared} compared benchmarks (alpha/m per benchmark)",
+            "control": (f"Bonferroni over {self.compared} compared benchmarks (alpha/m per benchmark)"
+                        if self.processes == 1 or base_processes == 1 else
+                        "the runner-up rule and a confirmation in more processes (no significance test: see gate.md)"),
             "threshold": self.threshold_source or f"{gate.percent(self.threshold)} (ini perf_thresholds and "
                                                   "perf_threshold markers override; never below the run-to-run drift)",
             "threads": dict(threads),

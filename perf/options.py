@@ -33,7 +33,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perf-alpha": ("0.05", "suite-wide false-alarm rate of the gate (Bonferroni over the compared benchmarks)"),
     "perf-metric": ("time", "what each benchmark measures: time (seconds per call, every backend), or instructions "
                     "or cycles per call counted under valgrind's callgrind (CPU backends: deterministic)"),
-    "perf-processes": ("5", "fresh processes each benchmark is measured in, one after the other, each with its share of "
+    "perf-processes": ("6", "fresh processes each benchmark is measured in, one after the other, each with its share of "
                        "--benchmark-max-time; the gate compares processes, not rounds (1: this process only)"),
     "perf-report-json": ("", "write the gate's verdicts as JSON to this path"),
     "perf-report-md": ("", "write the gate's verdicts as Markdown to this path (e.g. $GITHUB_STEP_SUMMARY)"),

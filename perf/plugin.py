@@ -410,10 +410,12 @@ def _measure_in_processes(config: pytest.Config, perf: PerfSession, items: list[
         return
     for name, m in perf.in_processes.items():
         perf.verdicts[name] = perf.gate.judge_processes(name, m.values(), m.samples)
-    again = [name for name, v in perf.verdicts.items() if v is not None and gate.undecided(v)]
+    # gate.undecided, and a regression seen by one set of processes is confirmed by as many more: the
+    # process rule has no significance test to guard it (gate.compare_processes).
+    again = [name for name, v in perf.verdicts.items() if v is not None and (gate.undecided(v) or v.verdict == gate.REGRESSED)]
     if not again:
         return
-    log(f"{len(again)} undecided: measuring them in {perf.settings.processes} more processes")
+    log(f"{len(again)} undecided or regressed: measuring them in {perf.settings.processes} more processes")
     for name, m in run([ids[n] for n in again], label="again").items():
         both = perf.in_processes[name]
         both.per_process += m.per_process

@@ -8,7 +8,6 @@ end-to-end runs check what is measured where, what is saved and what a failing c
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +43,17 @@ def test_one_whole_process_running_slow_is_not_a_regression():
 
 
 def test_bimodal_processes_on_both_sides_are_not_a_regression():
-    # Two levels a process lands on by chance (placement), mixed differently on each side.
+    # Two levels a window lands on by chance (the machine's state), mixed differently on each side.
     low, high = 3.3 * M, 4.8 * M
-    c = gate.compare_processes("x", [low, low, low, high, low], [high, low, high, high, low], 0.05, tests=12)
-    assert c.verdict in (gate.INCONCLUSIVE, gate.UNCHANGED) and c.p_adjusted > 0.05
+    c = gate.compare_processes("x", [low, low, low, high, low], [high, low, high, high, low], 0.05)
+    assert c.verdict == gate.UNCHANGED and c.ratio == 1.0
+
+
+def test_one_lucky_process_cannot_decide_alone():
+    base = [2.5 * M, 3.3 * M, 3.31 * M, 3.32 * M]  # one baseline window far faster than the rest
+    c = gate.compare_processes("x", base, [3.3 * M, 3.31 * M, 3.3 * M], 0.05)
+    assert c.ratio == pytest.approx(1.32) and c.ci_low == pytest.approx(1.0) and c.verdict == gate.INCONCLUSIVE
+    assert gate.undecided(c)  # so it is measured again
 
 
 def test_too_few_processes_decide_nothing():
@@ -55,27 +61,33 @@ def test_too_few_processes_decide_nothing():
     assert c.verdict == gate.INCONCLUSIVE and "too few processes (1 baseline, 3 current" in c.note
 
 
-def test_equal_counts_are_unchanged_and_constant_different_counts_are_decided_on_the_ratio():
+def test_equal_counts_are_unchanged_and_a_small_real_change_of_counts_is_not():
     same = gate.compare_processes("n", [43_210.0] * 3, [43_210.0] * 3, 0.01)
-    assert same.verdict == gate.UNCHANGED and same.ratio == 1.0 and same.p_value == 1.0
-    more = gate.compare_processes("n", [43_210.0] * 3, [43_210.0 * 1.03] * 3, 0.01)
-    assert more.verdict == gate.REGRESSED and "decided on the ratio" in more.note
+    assert same.verdict == gate.UNCHANGED and same.ratio == 1.0 and same.ci_low == same.ci_high == 1.0
+    more = gate.compare_processes("n", [43_210.0, 43_215.0, 43_212.0], [44_506.0, 44_510.0, 44_509.0], 0.01)
+    assert more.verdict == gate.REGRESSED and more.ratio == pytest.approx(1.03, abs=1e-3)
 
 
-def test_under_a_a_the_process_rule_keeps_false_alarms_within_alpha():
-    rng = np.random.default_rng(7)
-    suites, m, flagged = 300, 12, 0
-    for _ in range(suites):
-        rows = [gate.compare_processes(f"b{i}", np.exp(rng.normal(0, 0.1, 5)), np.exp(rng.normal(0, 0.1, 5)), 0.05,
-                                       tests=m) for i in range(m)]
-        flagged += any(r.verdict in (gate.REGRESSED, gate.IMPROVED) for r in rows)
-    assert flagged / suites <= 0.05
+def windows(rng: np.random.Generator, n: int, level: float = 1.0, slow_share: float = 0.4) -> np.ndarray:
+    """Per-process minima as this machine gives them: a window is fast (within 0.5%) or, as often as
+    `slow_share`, caught in a slow state 5-60% above it; noise only adds time."""
+    fast = level * (1 + np.abs(rng.normal(0, 0.005, n)))
+    return np.where(rng.random(n) < slow_share, fast * rng.uniform(1.05, 1.6, n), fast)
+
+
+def test_on_constructed_windows_false_alarms_are_rare_and_a_ten_percent_shift_is_seen():
+    rng = np.random.default_rng(11)
+    trials, p = 2000, 6
+    false = sum(gate.compare_processes("x", windows(rng, p), windows(rng, p), 0.05).verdict == gate.REGRESSED
+                for _ in range(trials))
+    seen = sum(gate.compare_processes("x", windows(rng, p), windows(rng, p, level=1.10), 0.05).verdict == gate.REGRESSED
+               for _ in range(trials))
+    assert false / trials <= 0.01 and seen / trials >= 0.9, (false, seen)
 
 
 def test_the_process_rule_sees_a_shift_that_the_rounds_of_one_process_cannot_tell_from_placement():
     rng = np.random.default_rng(3)
-    base = np.exp(rng.normal(0, 0.03, 8)) * 3 * M
-    c = gate.compare_processes("x", base, np.exp(rng.normal(math.log(1.3), 0.03, 8)) * 3 * M, 0.05, tests=12)
+    c = gate.compare_processes("x", windows(rng, 6) * 3 * M, windows(rng, 6, level=1.3) * 3 * M, 0.05)
     assert c.verdict == gate.REGRESSED
 
 
