@@ -60,6 +60,37 @@ def test_split_floor_measures_the_aa_gap_between_disjoint_sets():
         vs.split_floor(two_levels, 6, min)
 
 
+def test_block_floor_tells_more_processes_from_more_blocks_of_one():
+    # Every process has one slow block in three: the minimum over 3 blocks of one process always finds
+    # the fast level, 3 blocks from 3 processes do not always.
+    groups = [[0.0, 0.0, 0.5]] * 8
+    assert vs.block_floor(groups, 3, across=False, draws=500) == 0.0
+    assert vs.block_floor(groups, 1, across=False, draws=500) == pytest.approx(0.5)
+    # Processes wholly at one level or the other: more blocks of one process never help, more processes do.
+    levels = [[0.0] * 3] * 4 + [[0.5] * 3] * 4
+    assert vs.block_floor(levels, 3, across=False, draws=500) == pytest.approx(0.5)
+    # 3 processes a side: one side all slow in about 14% of the draws; 4 a side: about 3%.
+    assert vs.block_floor(levels, 3, across=True, draws=2000) == pytest.approx(0.5)
+    assert vs.block_floor(levels, 4, across=True, draws=2000) == 0.0
+    with pytest.raises(ValueError):
+        vs.block_floor(levels, 5, across=True)
+    with pytest.raises(ValueError):
+        vs.block_floor(levels, 4, across=False)
+
+
+def test_timeline_finds_slowness_that_persists_in_time():
+    def process(slow_at):
+        blocks = [{"t": t, "rounds": [1.5 if slow_at(t) else 1.0]} for t in range(0, 40, 2)]
+        other = [{"t": t, "rounds": [3.0 if slow_at(t) else 2.0]} for t in range(1, 40, 2)]
+        return {"benchmarks": {"a": {"blocks": blocks}, "b": {"blocks": other}}}
+
+    share, corr = vs.timeline(process(lambda t: t >= 20))   # the second half of the run slow, both benchmarks
+    assert share == 0.5 and corr > 0.8
+    share, corr = vs.timeline(process(lambda t: t % 2 == 0))  # one benchmark slow throughout: not a state in time
+    assert share == 0.0
+    assert vs.lag1([0.0, 1.0] * 10) < -0.8 and vs.lag1([1.0] * 5) == 0.0
+
+
 def test_smallest_p_is_none_when_even_half_the_processes_do_not_settle():
     assert vs.smallest_p([0.0] * 8, statistics.fmean) == 1
     assert vs.smallest_p([0.0, 1.0] * 4, statistics.fmean) is None
@@ -91,9 +122,9 @@ def _study(level) -> dict:
     for k in range(4):
         benchmarks = {}
         for name in ("seed-relu-numpy", "seed-loss-numpy"):
-            blocks = [{"condition": c, "block": j, "cpu": [j % 2, j % 2], "runnable": [1, 1 + k % 2],
+            blocks = [{"condition": c, "block": j, "t": 3 * j + i_c, "cpu": [j % 2, j % 2], "runnable": [1, 1 + k % 2],
                        "rounds": [level(k, c, j) * (1 + 0.001 * i) for i in range(40)]}
-                      for j in range(4) for c in vs.CONDITIONS]
+                      for j in range(4) for i_c, c in enumerate(vs.CONDITIONS)]
             benchmarks[name] = {"iterations": 1, "blocks": blocks}
         procs.append({"index": k, "aslr_off": False, "benchmarks": benchmarks, "wall_s": 1.0,
                       "load_before": [0.5, 0, 0], "load_after": [0.6, 0, 0], "busy": 0.5, "steal": 0.0})
@@ -118,7 +149,7 @@ def test_summarise_tells_a_process_effect_from_a_block_effect():
 
 def test_render_has_a_row_per_benchmark_and_process():
     text = vs.render(_study(lambda k, c, j: 1.0 + 0.1 * k))
-    assert text.count("| seed-relu-numpy |") == 3 and text.count("| seed-loss-numpy |") == 3
+    assert text.count("| seed-relu-numpy |") == 4 and text.count("| seed-loss-numpy |") == 4
     assert "| 4 | on |" in text and "test box" in text
 
 
