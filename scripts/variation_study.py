@@ -442,6 +442,18 @@ def summarise(data: dict, statistic: str = "min") -> list[dict]:
     return rows
 
 
+def address_spread(data: dict, condition: str) -> tuple[float, float]:
+    """(distinct addresses per block, mean distinct page offsets per process and benchmark) of the first
+    array the timed call reads, over the blocks of ``condition``: did re-binding move the arrays?"""
+    distinct, offsets = [], []
+    for p in data["processes"]:
+        for bench in p["benchmarks"].values():
+            addresses = [b["address"] for b in bench["blocks"] if b["condition"] == condition]
+            distinct.append(len(set(addresses)) / len(addresses))
+            offsets.append(len({a % 4096 for a in addresses}))
+    return statistics.fmean(distinct), statistics.fmean(offsets)
+
+
 def _ratio(log_ratio: float | None) -> str:
     return "-" if log_ratio is None else f"{math.exp(log_ratio):.2f}x"
 
@@ -462,6 +474,8 @@ def render(data: dict) -> str:
         lines.append(f"| {p['index'] + 1} | {'off' if p['aslr_off'] else 'on'} | {p['wall_s']:.1f} | "
                      f"{p['load_before'][0]:.2f} -> {p['load_after'][0]:.2f} | {p['busy']:.0%} | {p['steal']:.1%} | "
                      f"{share:.0%} | {corr:.2f} |")
+    moved = "; ".join(f"{c}: {d:.0%} distinct, {o:.1f} page offsets" for c in CONDITIONS for d, o in [address_spread(data, c)])
+    lines += ["", f"Address of the timed call's first array, per block ({meta['blocks']} blocks per condition): {moved}."]
     for statistic in ("min", "median"):
         rows = summarise(data, statistic)
         n = rows[0]["n"]

@@ -123,12 +123,13 @@ def _study(level) -> dict:
         benchmarks = {}
         for name in ("seed-relu-numpy", "seed-loss-numpy"):
             blocks = [{"condition": c, "block": j, "t": 3 * j + i_c, "cpu": [j % 2, j % 2], "runnable": [1, 1 + k % 2],
+                       "address": 4096 if c == "same" else 4096 * j + 64 * j,
                        "rounds": [level(k, c, j) * (1 + 0.001 * i) for i in range(40)]}
                       for j in range(4) for i_c, c in enumerate(vs.CONDITIONS)]
             benchmarks[name] = {"iterations": 1, "blocks": blocks}
         procs.append({"index": k, "aslr_off": False, "benchmarks": benchmarks, "wall_s": 1.0,
                       "load_before": [0.5, 0, 0], "load_after": [0.6, 0, 0], "busy": 0.5, "steal": 0.0})
-    meta = {"machine": "test box", "started_utc": "2026-12-01 00:00:00", "minutes": 1.0, "command": "x"}
+    meta = {"machine": "test box", "started_utc": "2026-12-01 00:00:00", "minutes": 1.0, "command": "x", "blocks": 4}
     return {"meta": meta, "processes": procs}
 
 
@@ -145,6 +146,12 @@ def test_summarise_tells_a_process_effect_from_a_block_effect():
     assert per_block["block_same"] == pytest.approx(0.0, abs=1e-12)
     assert per_block["mixed_same"] == 0 and per_block["mixed_rebound"] == 4
     assert per_block["cpu_effect"] is not None and per_block["busy_effect"] is not None
+
+
+def test_address_spread_tells_moved_arrays_from_kept_ones():
+    study = _study(lambda k, c, j: 1.0)
+    assert vs.address_spread(study, "same") == (0.25, 1.0)
+    assert vs.address_spread(study, "rebind") == (1.0, 4.0)
 
 
 def test_render_has_a_row_per_benchmark_and_process():
