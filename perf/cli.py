@@ -5,6 +5,7 @@ Exit codes (the README's contract, the same for every command):
     0  pass: nothing regressed (or nothing to gate, or a regression accepted by label)
     1  a regression, and nothing else
     2  a usage error, an unreadable input or an environment failure: one line on stderr
+    7  a check failed that is not a regression (perf.crosscheck: two clocks disagree)
   130  interrupted (Ctrl-C)
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .results import ResultsError
 
-PASS, REGRESSION, ERROR, INTERRUPTED = 0, 1, 2, 130
+PASS, REGRESSION, ERROR, CHECK_FAILED, INTERRUPTED = 0, 1, 2, 7, 130
 
 
 class UsageError(Exception):

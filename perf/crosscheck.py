@@ -5,8 +5,8 @@
 For every stage that needs no per-round setup, and the roofline probes, the same call is
 timed by this suite's own machinery (calibration, rounds, the device-synchronising timer of
 ``perf.timers``) and by torch's Timer (which synchronises CUDA itself), alternately in one
-process so that machine drift hits both alike. Exit 1 when a median differs by more than
-the tolerance (default 10%), 2 on bad input.
+process so that machine drift hits both alike. Exit 7 (a check failed, not a regression) when
+a median differs by more than the tolerance (default 10%), 2 on bad input.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import kernels
 
 from . import machine
 from .cases import PROBES, Case, bind, probe_problem
-from .cli import Parser, UsageError, run_main
+from .cli import CHECK_FAILED, PASS, Parser, UsageError, run_main
 from .gate import GateError, parse_threshold
 from .measure import calibrate, plan, time_round
 from .options import parse_sizes
@@ -107,7 +107,7 @@ def _main(argv: list[str] | None) -> int:
             Path(args.out).write_text(text)
         except OSError as exc:
             raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
-    return 0 if all(abs(r["ours_s"] / r["torch_s"] - 1) <= tolerance for r in table) else 1
+    return PASS if all(abs(r["ours_s"] / r["torch_s"] - 1) <= tolerance for r in table) else CHECK_FAILED
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import pytest
 import kernels
 from kernels import tutorial
 
-from . import gate, machine, measure, pb, processes, render, results
+from . import cli, gate, machine, measure, pb, processes, render, results
 from .baseline import BaselineError, SavedGate, check_comparable, choose
 from .cases import PROBES, STEPS, Case, free_memory, memory_needed, probe_problem
 from .options import Settings, add_options, settings
@@ -39,7 +39,7 @@ KINDS = {
 # Exit codes of `pytest perf` beyond pytest's own (0 pass, 1 failed, 2 interrupted, 3 internal
 # error, 4 usage error, 5 nothing collected): 1 is kept for regressions alone.
 EXIT_ENVIRONMENT = 6   # the run could not be saved or its report written
-EXIT_CHECK_FAILED = 7  # a test failed that is not a regression: a kernel's wrong result, an error
+EXIT_CHECK_FAILED = cli.CHECK_FAILED  # a test failed that is not a regression: a kernel's wrong result, an error
 REGRESSED_MARK = ("perf_verdict", "regressed")  # on the report of a benchmark the gate failed
 
 
