@@ -20,7 +20,7 @@ import kernels
 from kernels import tutorial
 
 from . import gate, history, machine, measure
-from .cases import PROBES, Case, free_memory, memory_needed, probe_problem
+from .cases import OUT_FORMS, PROBES, Case, free_memory, memory_needed, probe_problem
 from .options import Settings, add_options, settings
 
 SESSION = pytest.StashKey["PerfSession"]()
@@ -30,6 +30,9 @@ KINDS = {
     "step_case": ("train_step",),
     "tutorial_case": ("tutorial_step",),
     "roofline_case": PROBES,
+    "stage_out_case": OUT_FORMS,
+    "workspace_case": ("workspace_step",),
+    "graph_case": ("graph_step",),
 }
 
 
@@ -239,7 +242,8 @@ def _runnable(request: pytest.FixtureRequest) -> Runnable:
     return Runnable(request.param, perf_session(request.config))
 
 
-stage_case, step_case, tutorial_case, roofline_case = (pytest.fixture(name=name)(_runnable) for name in KINDS)
+(stage_case, step_case, tutorial_case, roofline_case, stage_out_case, workspace_case,
+ graph_case) = (pytest.fixture(name=name)(_runnable) for name in KINDS)
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
