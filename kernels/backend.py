@@ -67,7 +67,7 @@ class Workspace:
     grad_h: object
     grad_w1: object
     loss_scratch: object      # shaped like y_pred
-    grad_h_scratch: object    # shaped like grad_h_relu (relu_backward's)
+    grad_h_scratch: object    # shaped like grad_h_relu (relu_backward's; its dtype is the module's choice)
     w1_scratch: object        # shaped like w1 (its sgd_update's)
     w2_scratch: object
 
@@ -136,7 +136,8 @@ class Backend:
             extra = args[n_args] if len(args) > n_args else kwargs.get("lr" if stage == "sgd_update" else "out")
             scratch = args[n_args + 1] if len(args) > n_args + 1 else kwargs.get("scratch")
             lr, out = (extra, None) if stage == "sgd_update" else (None, extra)
-            check_stage(stage, args[:n_args], out, self.raw.describe, self.dtype, self.device_name, lr, scratch)
+            check_stage(stage, args[:n_args], out, self.raw.describe, self.dtype, self.device_name, lr, scratch,
+                        self.scratch_dtype(stage))
             return fn(*args, **kwargs)
 
         return checked
@@ -158,14 +159,21 @@ class Backend:
         check_arrays("train_step", STEP_ARGS, (w1, w2, x, y), self.raw.describe, self.dtype, self.device_name)
         return train_step(self.raw, params, x, y, check_lr(lr))
 
-    def empty(self, shape: tuple[int, ...]):
-        """A zero-filled array of ``shape`` on this backend's device, in its dtype (memory touched once, here)."""
-        return self.raw.asarray(np.zeros(shape, dtype=self.dtype), self.device, self.dtype)
+    def empty(self, shape: tuple[int, ...], dtype: str | None = None):
+        """A zero-filled array of ``shape`` on this backend's device, in its dtype or ``dtype`` (memory touched once, here)."""
+        dtype = dtype or self.dtype
+        return self.raw.asarray(np.zeros(shape, dtype=dtype), self.device, dtype)
+
+    def scratch_dtype(self, stage: str) -> str:
+        """The dtype of ``stage``'s scratch= array: the backend's, unless its module's SCRATCH_DTYPES names another."""
+        return getattr(self.raw, "SCRATCH_DTYPES", {}).get(stage, self.dtype)
 
     def workspace(self, shape: tuple[int, int, int, int]) -> Workspace:
         """Every intermediate of a step for a problem of ``shape`` = (N, D_in, H, D_out), zero-filled."""
         dims = _dims(shape)
-        arrays = {name: self.empty(tuple(dims[a] for a in axes)) for name, axes in workspace_axes().items()}
+        dtypes = {name: self.scratch_dtype(stage) for stage, names in SCRATCHES.items() for name in names}
+        arrays = {name: self.empty(tuple(dims[a] for a in axes), dtypes.get(name))
+                  for name, axes in workspace_axes().items()}
         return Workspace(tuple(dims[a] for a in ("N", "D_in", "H", "D_out")), **arrays)
 
     def workspace_step(self, ws: Workspace, params, x, y, lr: float):
@@ -205,8 +213,9 @@ class Backend:
         if not isinstance(ws, Workspace):
             raise ProblemError(f"{where}: ws must be a Workspace (backend.workspace(shape)), got {type(ws).__name__}")
         arrays = ws.arrays()
+        dtypes = {name: self.scratch_dtype(stage) for stage, names in SCRATCHES.items() for name in names}
         for name, axes in workspace_axes().items():
-            check_out(where, arrays[name], dims, axes, self.raw.describe, self.dtype, self.device_name,
+            check_out(where, arrays[name], dims, axes, self.raw.describe, dtypes.get(name, self.dtype), self.device_name,
                       label=f"workspace.{name}")
         return check_lr(lr)
 

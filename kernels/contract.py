@@ -27,7 +27,8 @@ SIGNATURES: dict[str, tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]] 
 }
 STEP_ARGS = (("w1", "D_in", "H"), ("w2", "H", "D_out"), ("x", "N", "D_in"), ("y", "N", "D_out"))
 # Stages whose out= form may need a temporary: ``scratch=``, a preallocated array shaped like this
-# argument, in the backend's dtype, that the stage may overwrite (numpy needs all three, torch loss's).
+# argument that the stage may overwrite, in the backend's dtype unless its module's SCRATCH_DTYPES
+# says otherwise (numpy needs all three, relu_backward's a bool mask; torch needs loss's).
 SCRATCH: dict[str, str] = {"loss": "y_pred", "relu_backward": "grad_h_relu", "sgd_update": "w"}
 
 # describe(a) -> (shape, dtype name, device name); raises DTypeError for a foreign array type.
@@ -81,7 +82,7 @@ def check_out(where: str, out: object, dims: dict[str, int], axes: tuple[str, ..
 
 
 def check_stage(stage: str, args: Sequence[object], out: object, describe: Describe, dtype: str, device: str,
-                lr: object = None, scratch: object = None) -> None:
+                lr: object = None, scratch: object = None, scratch_dtype: str | None = None) -> None:
     named, result_axes = SIGNATURES[stage]
     dims = check_arrays(stage, named, args, describe, dtype, device)
     if out is not None:
@@ -89,7 +90,7 @@ def check_stage(stage: str, args: Sequence[object], out: object, describe: Descr
     if scratch is not None:
         if stage not in SCRATCH:
             raise ShapeError(f"{stage}: takes no scratch=; only {', '.join(SCRATCH)} do")
-        check_out(stage, scratch, dims, scratch_axes(stage), describe, dtype, device, label="scratch=")
+        check_out(stage, scratch, dims, scratch_axes(stage), describe, scratch_dtype or dtype, device, label="scratch=")
     if stage == "sgd_update":
         check_lr(lr)
 

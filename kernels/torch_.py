@@ -20,11 +20,11 @@ except ImportError:  # pragma: no cover - exercised only where torch is absent
     torch = None
 else:
     _mse_loss = torch._C._nn.mse_loss
-    _SUM = torch.nn._reduction.get_enum("sum")
-    _mse_loss_backward = torch.ops.aten.mse_loss_backward.default
-    _mse_loss_backward_out = torch.ops.aten.mse_loss_backward.grad_input
-    # The overload's own function: the packet torch.ops.aten.threshold_backward resolves an overload
-    # per call, and OpOverload.__call__ adds a Python frame.
+    _NONE, _SUM = torch.nn._reduction.get_enum("none"), torch.nn._reduction.get_enum("sum")
+    # The overloads' own functions: an overload packet (torch.ops.aten.threshold_backward) resolves
+    # an overload per call, and OpOverload.__call__ adds a Python frame.
+    _mse_loss_backward = torch.ops.aten.mse_loss_backward.default._op
+    _mse_loss_backward_out = torch.ops.aten.mse_loss_backward.grad_input._op
     _threshold_backward = torch.ops.aten.threshold_backward.default._op
     _threshold_backward_out = torch.ops.aten.threshold_backward.grad_input._op
 
@@ -118,30 +118,25 @@ def loss(y_pred, y, out=None, scratch=None):
         # F.mse_loss(reduction="sum")'s own kernel, without its Python wrapper (broadcast, enum lookup).
         return _mse_loss(y_pred, y, _SUM)
     # No fused reduction writes to out= without a temporary of y's size: the squared difference
-    # goes to scratch=, then torch's cascade sum (a float32 BLAS dot was 6e-5 off at 4M elements,
-    # too near the 1e-4 check).
-    d = torch.sub(y_pred, y, out=scratch).square_()
-    return torch.sum(d, dim=(0, 1), out=out)
+    # goes to scratch= (mse_loss unreduced: one kernel, where sub and square_ take two), then
+    # torch's cascade sum (a float32 BLAS dot was 6e-5 off at 4M elements, too near the 1e-4 check).
+    return torch.sum(_mse_loss(y_pred, y, _NONE, out=scratch), dim=(0, 1), out=out)
 
 
-_ONES: dict = {}  # (dtype, device) -> a 0-d 1
+_ONES: dict = {}  # dtype (on the CPU) or (dtype, device) -> a 0-d 1: the upstream gradient of the loss
 
 
 def grad_y_pred(y_pred, y, out=None):
     # ATen's gradient of the summed squared error, 2 * (y_pred - y) * 1: one kernel, exactly
     # torch.sub(y_pred, y).mul_(2) (scaling by 2 and by 1 rounds nothing), which takes two and
     # allocates a 0-d tensor for the Python 2 on every call.
-    one = _ONES.get((y.dtype, y.device))
+    key = y.dtype if y.is_cpu else (y.dtype, y.device)  # hashing a torch.device costs 0.5 us
+    one = _ONES.get(key)
     if one is None:  # not "or": the truth of a CUDA tensor waits for the device
-        one = _one(y)
+        one = _ONES[key] = torch.ones((), dtype=y.dtype, device=y.device)
     if out is None:
         return _mse_loss_backward(one, y_pred, y, _SUM)
     return _mse_loss_backward_out(one, y_pred, y, _SUM, grad_input=out)
-
-
-def _one(like):
-    """A 0-d 1 of ``like``'s dtype on its device, made once (the upstream gradient of the loss)."""
-    return _ONES.setdefault((like.dtype, like.device), torch.ones((), dtype=like.dtype, device=like.device))
 
 
 def grad_w2(h_relu, grad_y_pred, out=None):

@@ -163,10 +163,10 @@ def _bind_out(b: kernels.Backend, values: dict[str, np.ndarray], problem: Proble
     axes = workspace_axes()
     dims = dict(zip(("N", "D_in", "H", "D_out"), problem.shape))
 
-    def buffer(name: str):
-        return b.empty(tuple(dims[a] for a in axes[name]))
+    def buffer(name: str, dtype: str | None = None):
+        return b.empty(tuple(dims[a] for a in axes[name]), dtype)
 
-    scratch = tuple(buffer(name) for name in SCRATCHES.get(stage, ()))
+    scratch = tuple(buffer(name, b.scratch_dtype(stage)) for name in SCRATCHES.get(stage, ()))
     if stage == "sgd_update":
         return _bind_update(b, values, problem.lr, problem.dtype, scratch)
     (host_args,) = check.calls(stage, values)

@@ -126,7 +126,7 @@ def test_a_stage_given_scratch_gives_the_plain_stage_s_result(name: str, stage: 
     values = check.intermediates(p)
     for call, args in enumerate(check.calls(stage, values)):
         inputs = [b.asarray(a) for a in args]
-        scratch = b.asarray(np.full(args[0].shape, np.nan))
+        scratch = b.empty(args[0].shape, b.scratch_dtype(stage))
         if stage == "sgd_update":
             b.sgd_update(*inputs, p.lr, scratch=scratch)
             got = inputs[0]
@@ -215,6 +215,10 @@ def test_a_wrong_scratch_is_refused_before_any_work(name: str) -> None:
     with pytest.raises(DTypeError) as info:
         b.loss(y_pred, y, out=out, scratch=backend(name, "float64").asarray(np.zeros((2, 5))))
     one_line(info.value, "loss", "scratch=", "float32", "float64")
+    if b.scratch_dtype("relu_backward") != b.dtype:  # a module's own scratch dtype is checked too
+        with pytest.raises(DTypeError) as info:
+            b.relu_backward(b.asarray(v["grad_h_relu"]), b.asarray(v["h"]), scratch=b.asarray(np.zeros((2, 4))))
+        one_line(info.value, "relu_backward", "scratch=", b.scratch_dtype("relu_backward"), "float32")
     with pytest.raises(ShapeError) as info:
         b.hidden(b.asarray(v["x"]), b.asarray(v["w1"]), scratch=b.asarray(np.zeros((2, 4))))
     one_line(info.value, "hidden", "scratch=", "loss")
