@@ -106,7 +106,8 @@ def hidden(x, w1, out=None):
 
 
 def relu(h, out=None):
-    return torch.relu(h) if out is None else torch.clamp_min(h, 0, out=out)
+    # The method, not torch.relu: 0.2 us less per call (docs/results/cpu-run.md).
+    return h.relu() if out is None else torch.clamp_min(h, 0, out=out)
 
 
 def output(h_relu, w2, out=None):

@@ -31,76 +31,70 @@ _BELOW = -(2.0 ** -149)
 
 
 def before_stages() -> dict[str, Callable]:
-    """The torch stages as they were before (commit 74af8c6): only those that changed since."""
+    """The torch stages as they were before (commit 74af8c6), literally: those that changed since."""
+    def relu(h, out=None):
+        return torch.relu(h) if out is None else torch.clamp_min(h, 0, out=out)
+
+    def output(h_relu, w2, out=None):
+        return torch.mm(h_relu, w2, out=out)
+
     def loss(y_pred, y):
         return F.mse_loss(y_pred, y, reduction="sum")
+
+    def grad_y_pred(y_pred, y, out=None):
+        return torch.sub(y_pred, y, out=out).mul_(2)
+
+    def grad_w2(h_relu, grad_y_pred, out=None):
+        return torch.mm(h_relu.t(), grad_y_pred, out=out)
+
+    def grad_h_relu(grad_y_pred, w2, out=None):
+        return torch.mm(grad_y_pred, w2.t(), out=out)
 
     def relu_backward(grad_h_relu, h, out=None):
         result = torch.ops.aten.threshold_backward(grad_h_relu, h, _BELOW)
         return result if out is None else out.copy_(result)
 
-    def grad_y_pred(y_pred, y, out=None):
-        return torch.sub(y_pred, y, out=out).mul_(2)
+    def hidden(x, w1, out=None):
+        return torch.mm(x, w1, out=out)
 
-    return {"loss": loss, "relu_backward": relu_backward, "grad_y_pred": grad_y_pred}
+    def grad_w1(x, grad_h, out=None):
+        return torch.mm(x.t(), grad_h, out=out)
+
+    return {"hidden": hidden, "relu": relu, "output": output, "loss": loss, "grad_y_pred": grad_y_pred,
+            "grad_w2": grad_w2, "grad_h_relu": grad_h_relu, "relu_backward": relu_backward, "grad_w1": grad_w1}
 
 
 def variants(v: dict, ws) -> dict[str, dict[str, Callable[[], object]]]:
-    """stage -> label -> a call with the seed's arrays; "before" and "after" first."""
+    """stage -> label -> a call with the seed's arrays: "before" and "after" (each also with out=), then candidates."""
     old = before_stages()
     t = torch_
     one = torch.ones((), dtype=v["y"].dtype)
     mse_backward = torch.ops.aten.mse_loss_backward.default
     mse_backward_out = torch.ops.aten.mse_loss_backward.grad_input
-    threshold_op = torch.ops.aten.threshold_backward.default._op
-    return {
-        "relu": {
-            "after": lambda: t.relu(v["h"]),
-            "method h.relu()": lambda: v["h"].relu(),
-            "out=": lambda: t.relu(v["h"], out=ws.h_relu),
-        },
-        "output": {
-            "after": lambda: t.output(v["h_relu"], v["w2"]),
-            "out=": lambda: t.output(v["h_relu"], v["w2"], out=ws.y_pred),
-            "mm without out=None": lambda: torch.mm(v["h_relu"], v["w2"]),
-            "out= column-major": lambda: torch.mm(v["h_relu"], v["w2"], out=ws.y_pred_t.t()),
-        },
-        "loss": {
-            "before": lambda: old["loss"](v["y_pred"], v["y"]),
-            "after": lambda: t.loss(v["y_pred"], v["y"]),
-            "out=, scratch=": lambda: t.loss(v["y_pred"], v["y"], out=ws.loss, scratch=ws.loss_scratch),
-            "out=: sub, square_, sum": lambda: torch.sum(torch.sub(v["y_pred"], v["y"], out=ws.loss_scratch).square_(),
-                                                         dim=(0, 1), out=ws.loss),
-        },
-        "grad_y_pred": {
-            "before": lambda: old["grad_y_pred"](v["y_pred"], v["y"]),
-            "after": lambda: t.grad_y_pred(v["y_pred"], v["y"]),
-            "sub().mul_(2)": lambda: torch.sub(v["y_pred"], v["y"]).mul_(2),
-            "mse_loss_backward": lambda: mse_backward(one, v["y_pred"], v["y"], 2),
-            "before out=": lambda: old["grad_y_pred"](v["y_pred"], v["y"], out=ws.grad_y_pred),
-            "after out=": lambda: t.grad_y_pred(v["y_pred"], v["y"], out=ws.grad_y_pred),
-            "mse_loss_backward out=": lambda: mse_backward_out(one, v["y_pred"], v["y"], 2, grad_input=ws.grad_y_pred),
-        },
-        "grad_w2": {
-            "after": lambda: t.grad_w2(v["h_relu"], v["grad_y_pred"]),
-            "out=": lambda: t.grad_w2(v["h_relu"], v["grad_y_pred"], out=ws.grad_w2),
-            "out= column-major": lambda: torch.mm(v["h_relu"].t(), v["grad_y_pred"], out=ws.grad_w2_t.t()),
-        },
-        "grad_h_relu": {
-            "after": lambda: t.grad_h_relu(v["grad_y_pred"], v["w2"]),
-            "out=": lambda: t.grad_h_relu(v["grad_y_pred"], v["w2"], out=ws.grad_h_relu),
-        },
-        "relu_backward": {
-            "before": lambda: old["relu_backward"](v["grad_h_relu"], v["h"]),
-            "after": lambda: t.relu_backward(v["grad_h_relu"], v["h"]),
-            "OpOverload._op": lambda: threshold_op(v["grad_h_relu"], v["h"], _BELOW),
-            "before out=": lambda: old["relu_backward"](v["grad_h_relu"], v["h"], out=ws.grad_h),
-            "after out=": lambda: t.relu_backward(v["grad_h_relu"], v["h"], out=ws.grad_h),
-        },
-        "sgd_update": {
-            "after": lambda: t.sgd_update(v["w2"], v["grad_w2"], 0.0),
-        },
-    }
+    threshold = torch.ops.aten.threshold_backward.default
+    out = {"hidden": ws.h, "relu": ws.h_relu, "output": ws.y_pred, "grad_y_pred": ws.grad_y_pred, "grad_w2": ws.grad_w2,
+           "grad_h_relu": ws.grad_h_relu, "relu_backward": ws.grad_h, "grad_w1": ws.grad_w1}
+    args = {"hidden": ("x", "w1"), "relu": ("h",), "output": ("h_relu", "w2"), "loss": ("y_pred", "y"),
+            "grad_y_pred": ("y_pred", "y"), "grad_w2": ("h_relu", "grad_y_pred"), "grad_h_relu": ("grad_y_pred", "w2"),
+            "relu_backward": ("grad_h_relu", "h"), "grad_w1": ("x", "grad_h")}
+    found: dict[str, dict[str, Callable[[], object]]] = {}
+    for stage, names in args.items():
+        a, before, after = tuple(v[n] for n in names), old[stage], getattr(t, stage)
+        found[stage] = {"before": lambda f=before, a=a: f(*a), "after": lambda f=after, a=a: f(*a)}
+        if stage in out:
+            found[stage] |= {"before out=": lambda f=before, a=a, o=out[stage]: f(*a, out=o),
+                             "after out=": lambda f=after, a=a, o=out[stage]: f(*a, out=o)}
+    found["loss"]["after out=, scratch="] = lambda: t.loss(v["y_pred"], v["y"], out=ws.loss, scratch=ws.loss_scratch)
+    found["loss"]["out=: sub, square_, sum"] = lambda: torch.sum(
+        torch.sub(v["y_pred"], v["y"], out=ws.loss_scratch).square_(), dim=(0, 1), out=ws.loss)
+    found["grad_y_pred"] |= {
+        "mse_loss_backward via OpOverload": lambda: mse_backward(one, v["y_pred"], v["y"], 2),
+        "out=, via OpOverload": lambda: mse_backward_out(one, v["y_pred"], v["y"], 2, grad_input=ws.grad_y_pred)}
+    found["relu_backward"]["via OpOverload"] = lambda: threshold(v["grad_h_relu"], v["h"], _BELOW)
+    found["output"]["out= column-major"] = lambda: torch.mm(v["h_relu"], v["w2"], out=ws.y_pred_t.t())
+    found["grad_w2"]["out= column-major"] = lambda: torch.mm(v["h_relu"].t(), v["grad_y_pred"], out=ws.grad_w2_t.t())
+    found["sgd_update"] = {"after (unchanged)": lambda: t.sgd_update(v["w2"], v["grad_w2"], 0.0)}
+    return found
 
 
 CLOCK = [time.perf_counter]
@@ -151,7 +145,7 @@ def main() -> None:
     print(f"\n{problem.name}: median us per call ({args.rounds} rounds of {args.calls} calls, interleaved)")
     for stage, calls in variants(v, ws).items():
         medians = interleave(calls, args.rounds, args.calls)
-        base = medians.get("before", medians["after"])
+        base = medians.get("before", next(iter(medians.values())))
         print(f"  {stage}: " + "; ".join(f"{label} {m * 1e6:.2f} ({m / base:.2f}x)" for label, m in medians.items()))
 
     # Whole steps: before (the changed stages swapped back in) and after, allocating and workspace,
