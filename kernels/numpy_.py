@@ -61,12 +61,29 @@ def output(h_relu, w2, out=None):
     return np.matmul(h_relu, w2, out=out)
 
 
+# The out= loss of at least BLOCKED_FROM elements runs in blocks of BLOCK: each block's difference
+# stays in cache instead of going to memory and coming back (2 of the copy's bytes per element, not 4).
+BLOCK, BLOCKED_FROM = 1 << 17, 1 << 20
+
+
 def loss(y_pred, y, out=None, scratch=None):
     # BLAS dot of the difference with itself: one temporary (scratch=), no squared copy; a 0-d value.
+    if out is not None and y.size >= BLOCKED_FROM:
+        return _blocked_loss(y_pred.reshape(-1), y.reshape(-1), out, scratch)
     d = np.subtract(y_pred, y, out=scratch).ravel()
     if out is None:
         return np.dot(d, d)
     np.dot(d, d, out=out)  # returns a fresh scalar; the buffer holds the value
+    return out
+
+
+def _blocked_loss(a, b, out, scratch):
+    s = np.empty(BLOCK, a.dtype) if scratch is None else scratch.reshape(-1)
+    total = 0.0  # the blocks' dots, summed in float64
+    for i in range(0, a.size, BLOCK):
+        d = np.subtract(a[i:i + BLOCK], b[i:i + BLOCK], out=s[:min(BLOCK, a.size - i)])
+        total += float(np.dot(d, d))
+    out[()] = total
     return out
 
 

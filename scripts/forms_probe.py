@@ -11,7 +11,9 @@ an N x N by N x N matmul, ``--peak`` N, default 2048 as the roofline probe). ``-
 reads this thread's CPU time instead of the wall clock: on a machine shared with more runnable
 processes than cores, it leaves out the time the process waited for a core (not the cache damage).
 ``--breakdown`` also times each out= call inside workspace steps, call by call, against the same
-call repeated alone: where a step's time goes beyond the sum of its stages.
+call repeated alone: where a step's time goes beyond the sum of its stages. ``--bandwidth`` times
+instead each elementwise stage (plain and out=) against the roofline's copy (8192 x 8192), interleaved,
+and prints its share of the copy bandwidth (use the memory-bound size: ``--size gpu``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 import kernels
-from kernels import tutorial
+from kernels import check, tutorial
 from kernels.backend import OUTPUTS, SCRATCHES, train_step, workspace_step
 from kernels.problem import MATMUL_STAGES, STAGES
 from perf.machine import pin_threads
@@ -135,6 +137,25 @@ def breakdown(name: str, size: str, clock: Callable[[], float], steps: int = 300
           + f"; sum {total_in * 1e6:.1f} / {total_alone * 1e6:.1f} ({total_in / total_alone:.3f}x)")
 
 
+def bandwidth(name: str, size: str, rounds: int, clock: Callable[[], float]) -> None:
+    """Each elementwise stage's achieved bandwidth (the model's bytes) as a share of a large copy's, interleaved."""
+    problem = kernels.parse_problem(size)
+    b = kernels.backend(name)
+    values = {k: b.asarray(a) for k, a in check.intermediates(problem).items()}
+    ws = b.workspace(problem.shape)
+    src = b.asarray(np.random.default_rng(0).standard_normal((8192, 8192)))
+    dst = b.empty((8192, 8192))
+    elementwise = ("relu", "loss", "grad_y_pred", "relu_backward", "sgd_update")
+    out, plain = stage_calls(b, ws, values, out=True), stage_calls(b, ws, values, out=False)
+    calls = {**{f"{s} out=": out[s] for s in elementwise}, **{s: plain[s] for s in elementwise},
+             "copy": lambda: b.raw.copy(dst, src)}
+    m = interleave(calls, rounds, 0.05, clock)
+    copy_gbps = 2 * src.numel() * problem.itemsize / m["copy"] / 1e9 if hasattr(src, "numel") else \
+        2 * src.nbytes / m["copy"] / 1e9
+    print(f"  {name} {problem.name}: copy {copy_gbps:.1f} GB/s; share of it (model bytes / time): " + "; ".join(
+        f"{label} {problem.bytes(label.split()[0]) / m[label] / 1e9 / copy_gbps:.0%}" for label in calls if label != "copy"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="seed")
@@ -143,10 +164,14 @@ def main() -> None:
     parser.add_argument("--peak", type=int, default=2048)
     parser.add_argument("--clock", choices=("wall", "thread"), default="wall")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--bandwidth", action="store_true")
     args = parser.parse_args()
     print(f"threads {pin_threads(1)}; clock {args.clock}")
     clock = time.perf_counter if args.clock == "wall" else time.thread_time
     for name in args.backend.split(","):
+        if args.bandwidth:
+            bandwidth(name, args.size, args.rounds, clock)
+            continue
         probe(name, args.size, args.rounds, args.peak, clock)
         if args.breakdown:
             breakdown(name, args.size, clock)

@@ -193,6 +193,29 @@ def test_the_workspace_step_allocates_nothing_and_the_allocating_step_does(name:
     assert {k: id(a) for k, a in ws.arrays().items()} == buffers
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_a_large_out_loss_runs_in_blocks_exactly_and_allocates_nothing(name: str, dtype: str, monkeypatch) -> None:
+    """From BLOCKED_FROM elements on, the out= loss sums blocks whose difference stays in cache (a short last block here)."""
+    b = backend(name, dtype)
+    shape = (1000, 1049)
+    assert shape[0] * shape[1] >= b.raw.BLOCKED_FROM and shape[0] * shape[1] % b.raw.BLOCK
+    rng = np.random.default_rng(1)
+    a, c = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    y_pred, y, out, scratch = b.asarray(a), b.asarray(c), b.empty(()), b.empty(shape)
+    blocked = []
+    real = b.raw._blocked_loss
+    monkeypatch.setattr(b.raw, "_blocked_loss", lambda *args: (blocked.append(1), real(*args))[1])
+    assert b.loss(y_pred, y, out=out, scratch=scratch) is out and blocked == [1]
+    why = check.mismatch(b.to_numpy(out), check.expected("loss", (a, c)), dtype)
+    assert why is None, f"blocked out= loss on {name} in {dtype}: {why}"
+    step = functools.partial(b.raw.loss, y_pred, y, out=out, scratch=scratch)
+    if b.raw.FAMILY == "numpy":
+        assert numpy_peak_bytes(step) < b.raw.BLOCK * a.itemsize
+    else:
+        assert torch_allocations(step) == []
+
+
 # ---- bad input --------------------------------------------------------------------------------------
 
 
