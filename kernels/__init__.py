@@ -13,7 +13,7 @@ Adding a backend: write one module exporting the ten stages, with the signatures
 have (``out=`` and, for the stages in ``contract.SCRATCH``, ``scratch=``), plus ``open_device``,
 ``devices``, ``asarray``, ``to_numpy``, ``copy``, ``synchronize`` and ``describe``, then add one
 line to ``_REGISTRY`` (and, optionally, the tutorial's literal code for that library to
-``tutorial.STEPS``; ``SCRATCH_DTYPES`` where a scratch= array is not in the backend's dtype;
+``tutorial.STEPS``; ``SCRATCH_DTYPES`` where a scratch= array is not in the backend's dtype or not needed;
 ``capture``/``capture_unavailable`` where the device records graphs).
 """
 

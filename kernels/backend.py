@@ -54,7 +54,8 @@ OUTPUTS = {
 @dataclass(eq=False, slots=True)
 class Workspace:
     """Every intermediate of one step and the scratch its stages take, allocated once for one problem
-    shape on one backend (``Backend.workspace``). ``loss`` is a 0-d array, overwritten every step."""
+    shape on one backend (``Backend.workspace``). ``loss`` is a 0-d array, overwritten every step; a
+    scratch the backend's stages do not use is None."""
 
     shape: tuple[int, int, int, int]   # N, D_in, H, D_out
     h: object
@@ -137,7 +138,7 @@ class Backend:
             scratch = args[n_args + 1] if len(args) > n_args + 1 else kwargs.get("scratch")
             lr, out = (extra, None) if stage == "sgd_update" else (None, extra)
             check_stage(stage, args[:n_args], out, self.raw.describe, self.dtype, self.device_name, lr, scratch,
-                        self.scratch_dtype(stage))
+                        self.scratch_dtype(stage) if stage in SCRATCHES else None)
             return fn(*args, **kwargs)
 
         return checked
@@ -164,15 +165,17 @@ class Backend:
         dtype = dtype or self.dtype
         return self.raw.asarray(np.zeros(shape, dtype=dtype), self.device, dtype)
 
-    def scratch_dtype(self, stage: str) -> str:
-        """The dtype of ``stage``'s scratch= array: the backend's, unless its module's SCRATCH_DTYPES names another."""
-        return getattr(self.raw, "SCRATCH_DTYPES", {}).get(stage, self.dtype)
+    def scratch_dtype(self, stage: str) -> str | None:
+        """The dtype of ``stage``'s scratch= array: the backend's, unless its module's SCRATCH_DTYPES names
+        another, or None where the module needs no scratch for it."""
+        dtypes = getattr(self.raw, "SCRATCH_DTYPES", {})
+        return dtypes[stage] if stage in dtypes else self.dtype
 
     def workspace(self, shape: tuple[int, int, int, int]) -> Workspace:
         """Every intermediate of a step for a problem of ``shape`` = (N, D_in, H, D_out), zero-filled."""
         dims = _dims(shape)
-        dtypes = {name: self.scratch_dtype(stage) for stage, names in SCRATCHES.items() for name in names}
-        arrays = {name: self.empty(tuple(dims[a] for a in axes), dtypes.get(name))
+        dtypes = self._workspace_dtypes()
+        arrays = {name: None if dtypes[name] is None else self.empty(tuple(dims[a] for a in axes), dtypes[name])
                   for name, axes in workspace_axes().items()}
         return Workspace(tuple(dims[a] for a in ("N", "D_in", "H", "D_out")), **arrays)
 
@@ -200,6 +203,11 @@ class Backend:
 
         return step
 
+    def _workspace_dtypes(self) -> dict[str, str | None]:
+        """Every Workspace array -> its dtype (None: a scratch this backend's stages do not use)."""
+        dtypes: dict[str, str | None] = {name: self.dtype for name in workspace_axes()}
+        return dtypes | {name: self.scratch_dtype(stage) for stage, names in SCRATCHES.items() for name in names}
+
     def graph_unavailable(self) -> str:
         """Why ``graph_step`` cannot run here ('' where it can): a module with ``capture``, on a device it captures on."""
         if not callable(getattr(self.raw, "capture", None)):
@@ -213,9 +221,11 @@ class Backend:
         if not isinstance(ws, Workspace):
             raise ProblemError(f"{where}: ws must be a Workspace (backend.workspace(shape)), got {type(ws).__name__}")
         arrays = ws.arrays()
-        dtypes = {name: self.scratch_dtype(stage) for stage, names in SCRATCHES.items() for name in names}
+        dtypes = self._workspace_dtypes()
         for name, axes in workspace_axes().items():
-            check_out(where, arrays[name], dims, axes, self.raw.describe, dtypes.get(name, self.dtype), self.device_name,
+            if dtypes[name] is None and arrays[name] is None:  # a scratch this backend does not use
+                continue
+            check_out(where, arrays[name], dims, axes, self.raw.describe, dtypes[name] or self.dtype, self.device_name,
                       label=f"workspace.{name}")
         return check_lr(lr)
 

@@ -28,7 +28,8 @@ SIGNATURES: dict[str, tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]] 
 STEP_ARGS = (("w1", "D_in", "H"), ("w2", "H", "D_out"), ("x", "N", "D_in"), ("y", "N", "D_out"))
 # Stages whose out= form may need a temporary: ``scratch=``, a preallocated array shaped like this
 # argument that the stage may overwrite, in the backend's dtype unless its module's SCRATCH_DTYPES
-# says otherwise (numpy needs all three, relu_backward's a bool mask; torch needs loss's).
+# says otherwise or that it needs none (numpy needs all three, relu_backward's a bool mask; torch
+# needs loss's only).
 SCRATCH: dict[str, str] = {"loss": "y_pred", "relu_backward": "grad_h_relu", "sgd_update": "w"}
 
 # describe(a) -> (shape, dtype name, device name); raises DTypeError for a foreign array type.

@@ -13,6 +13,8 @@ import numpy as np
 from .errors import DeviceUnavailableError, DTypeError
 
 FAMILY = "torch"
+# Stages whose out= form needs no scratch= here (the workspace holds none for them).
+SCRATCH_DTYPES = {"relu_backward": None, "sgd_update": None}
 
 try:
     import torch

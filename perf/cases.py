@@ -163,15 +163,17 @@ def _bind_out(b: kernels.Backend, values: dict[str, np.ndarray], problem: Proble
     axes = workspace_axes()
     dims = dict(zip(("N", "D_in", "H", "D_out"), problem.shape))
 
-    def buffer(name: str, dtype: str | None = None):
+    def buffer(name: str, dtype: str | None):
         return b.empty(tuple(dims[a] for a in axes[name]), dtype)
 
-    scratch = tuple(buffer(name, b.scratch_dtype(stage)) for name in SCRATCHES.get(stage, ()))
+    # A scratch the backend does not use is None, as in its workspace.
+    scratch = tuple(None if (dtype := b.scratch_dtype(stage)) is None else buffer(name, dtype)
+                    for name in SCRATCHES.get(stage, ()))
     if stage == "sgd_update":
         return _bind_update(b, values, problem.lr, problem.dtype, scratch)
     (host_args,) = check.calls(stage, values)
     args = tuple(b.asarray(a) for a in host_args)
-    kwargs = {"out": buffer(OUTPUTS[stage])} | ({"scratch": scratch[0]} if scratch else {})
+    kwargs = {"out": buffer(OUTPUTS[stage], b.dtype)} | ({"scratch": scratch[0]} if scratch else {})
     checked = getattr(b, stage)
 
     def verify() -> str | None:
