@@ -4,10 +4,17 @@
     >>> b = kernels.backend("torch-cpu")           # float32 unless dtype= says otherwise
     >>> h = b.hidden(b.asarray(x), b.asarray(w1))
 
-Adding a backend: write one module exporting the ten stages plus ``open_device``,
-``devices``, ``asarray``, ``to_numpy``, ``copy``, ``synchronize`` and ``describe`` (see
-numpy_.py), then add one line to ``_REGISTRY`` (and, optionally, the tutorial's literal code
-for that library to ``tutorial.STEPS``).
+Three forms of the step, composed from the same stages: ``b.train_step`` (allocating, as the
+tutorial's code does), ``b.workspace_step`` (every stage in its ``out=`` form, writing into
+``b.workspace(shape)``: nothing allocated per step) and ``b.graph_step`` (that step captured
+once as a CUDA graph, replayed).
+
+Adding a backend: write one module exporting the ten stages, with the signatures numpy_.py's
+have (``out=`` and, for the stages in ``contract.SCRATCH``, ``scratch=``), plus ``open_device``,
+``devices``, ``asarray``, ``to_numpy``, ``copy``, ``synchronize`` and ``describe``, then add one
+line to ``_REGISTRY`` (and, optionally, the tutorial's literal code for that library to
+``tutorial.STEPS``; ``SCRATCH_DTYPES`` where a scratch= array is not in the backend's dtype or not needed;
+``capture``/``capture_unavailable`` where the device records graphs).
 """
 
 from __future__ import annotations

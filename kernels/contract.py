@@ -26,6 +26,11 @@ SIGNATURES: dict[str, tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]] 
     "sgd_update": ((("w", "R", "C"), ("grad", "R", "C")), ()),
 }
 STEP_ARGS = (("w1", "D_in", "H"), ("w2", "H", "D_out"), ("x", "N", "D_in"), ("y", "N", "D_out"))
+# Stages whose out= form may need a temporary: ``scratch=``, a preallocated array shaped like this
+# argument that the stage may overwrite, in the backend's dtype unless its module's SCRATCH_DTYPES
+# says otherwise or that it needs none (numpy needs all three, relu_backward's a bool mask; torch
+# needs loss's only).
+SCRATCH: dict[str, str] = {"loss": "y_pred", "relu_backward": "grad_h_relu", "sgd_update": "w"}
 
 # describe(a) -> (shape, dtype name, device name); raises DTypeError for a foreign array type.
 Describe = Callable[[object], tuple[tuple[int, ...], str, str]]
@@ -64,24 +69,33 @@ def check_arrays(
 
 
 def check_out(where: str, out: object, dims: dict[str, int], axes: tuple[str, ...], describe: Describe,
-              dtype: str, device: str) -> None:
-    """Check a preallocated ``out=`` buffer against the result's shape, dtype and device."""
+              dtype: str, device: str, label: str = "out=") -> None:
+    """Check a preallocated buffer (``out=``, or what ``label`` names) against its shape, dtype and device."""
     expected = tuple(dims[a] for a in axes)
     try:
         shape, out_dtype, out_device = describe(out)
     except DTypeError as exc:
-        raise DTypeError(f"{where}: out=: {exc}") from None
+        raise DTypeError(f"{where}: {label}: {exc}") from None
     if out_dtype != dtype or out_device != device:
-        raise DTypeError(f"{where}: out= must be {dtype} on {device}, got {out_dtype} on {out_device}")
+        raise DTypeError(f"{where}: {label} must be {dtype} on {device}, got {out_dtype} on {out_device}")
     if shape != expected:
-        raise ShapeError(f"{where}: out= must have shape {expected} ({', '.join(axes)}), got {shape}")
+        raise ShapeError(f"{where}: {label} must have shape {expected} ({', '.join(axes) or 'a 0-d value'}), got {shape}")
 
 
 def check_stage(stage: str, args: Sequence[object], out: object, describe: Describe, dtype: str, device: str,
-                lr: object = None) -> None:
+                lr: object = None, scratch: object = None, scratch_dtype: str | None = None) -> None:
     named, result_axes = SIGNATURES[stage]
     dims = check_arrays(stage, named, args, describe, dtype, device)
     if out is not None:
         check_out(stage, out, dims, result_axes, describe, dtype, device)
+    if scratch is not None:
+        if stage not in SCRATCH:
+            raise ShapeError(f"{stage}: takes no scratch=; only {', '.join(SCRATCH)} do")
+        check_out(stage, scratch, dims, scratch_axes(stage), describe, scratch_dtype or dtype, device, label="scratch=")
     if stage == "sgd_update":
         check_lr(lr)
+
+
+def scratch_axes(stage: str) -> tuple[str, ...]:
+    """The dims of ``stage``'s scratch= array: those of the argument SCRATCH names."""
+    return next(tuple(axes) for name, *axes in SIGNATURES[stage][0] if name == SCRATCH[stage])

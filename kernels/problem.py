@@ -33,6 +33,9 @@ STAGES = (
     "sgd_update",
 )
 MATMUL_STAGES = ("hidden", "output", "grad_w2", "grad_h_relu", "grad_w1")
+# The forms of the whole step: the tutorial's code, the allocating step, the workspace step, its device graph.
+STEP_FORMS = ("tutorial_step", "train_step", "workspace_step", "graph_step")
+OUT_SUFFIX = "_out"  # "relu_out": the out= (workspace) form of a stage; the same work as the stage
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ class Problem:
         return {k: rng.standard_normal(s).astype(self.dtype) for k, s in shapes.items()}
 
     def flops(self, stage: str) -> int:
-        """Floating-point operations of one call of ``stage`` (or ``train_step``)."""
+        """Floating-point operations of one call of ``stage`` (its ``_out`` form, or a step of STEP_FORMS)."""
         return _model(self, stage)[0]
 
     def bytes(self, stage: str) -> int:
@@ -119,7 +122,9 @@ def _model(p: Problem, stage: str) -> tuple[int, int]:
         "grad_w1": (2 * N * D_in * H, N * D_in + N * H + D_in * H),
         "sgd_update": (2 * weights, 3 * weights),
     }
-    if stage in ("train_step", "tutorial_step"):
+    if stage.endswith(OUT_SUFFIX) and stage.removesuffix(OUT_SUFFIX) in STAGES:
+        stage = stage.removesuffix(OUT_SUFFIX)
+    if stage in STEP_FORMS:
         # Compulsory traffic of the whole step: read x, y and both weights, write both weights.
         flops = sum(f for f, _ in table.values())
         return flops, N * D_in + N * D_out + 2 * weights
@@ -127,7 +132,8 @@ def _model(p: Problem, stage: str) -> tuple[int, int]:
     table["peak_matmul"] = (2 * N * D_in * H, N * D_in + D_in * H + N * H)
     table["peak_copy"] = (0, 2 * N * D_in)
     if stage not in table:
-        raise UnknownNameError(f"unknown stage {stage!r}; valid: {', '.join((*STAGES, 'train_step'))}")
+        raise UnknownNameError(f"unknown stage {stage!r}; valid: {', '.join((*STAGES, *STEP_FORMS))}, "
+                               f"or a stage with {OUT_SUFFIX}")
     return table[stage]
 
 

@@ -22,7 +22,7 @@ from kernels import tutorial
 
 from . import cli, gate, machine, measure, pb, processes, render, results
 from .baseline import BaselineError, SavedGate, check_comparable, choose
-from .cases import PROBES, STEPS, Case, free_memory, memory_needed, probe_problem
+from .cases import OUT_FORMS, PROBES, Case, free_memory, memory_needed, probe_problem, roofline_probe
 from .options import Settings, add_options, settings
 from .results import Metric
 
@@ -33,6 +33,9 @@ KINDS = {
     "step_case": ("train_step",),
     "tutorial_case": ("tutorial_step",),
     "roofline_case": PROBES,
+    "stage_out_case": OUT_FORMS,
+    "workspace_case": ("workspace_step",),
+    "graph_case": ("graph_step",),
 }
 
 
@@ -227,6 +230,8 @@ def _open(name: str, dtype: str) -> tuple[kernels.Backend | None, str]:
 def _cannot_run(case: Case, b: kernels.Backend) -> str:
     if case.stage == "tutorial_step" and b.raw.FAMILY not in tutorial.STEPS:
         return f"the tutorial has no code for {b.raw.FAMILY}"
+    if case.stage == "graph_step":
+        return b.graph_unavailable()  # '' where a CUDA graph can be captured
     if case.stage in PROBES:
         return ""
     free, needed = free_memory(b), memory_needed(case.problem)
@@ -258,7 +263,8 @@ def _runnable(request: pytest.FixtureRequest) -> Runnable:
     return Runnable(request.param, perf_session(request.config), request.node)
 
 
-stage_case, step_case, tutorial_case, roofline_case = (pytest.fixture(name=name)(_runnable) for name in KINDS)
+(stage_case, step_case, tutorial_case, roofline_case, stage_out_case, workspace_case,
+ graph_case) = (pytest.fixture(name=name)(_runnable) for name in KINDS)
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
@@ -283,8 +289,9 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         stage = info.get("stage")
         if stage is None or stage in PROBES:
             continue
-        matmul = stage in kernels.MATMUL_STAGES or stage in STEPS
-        peak = peaks.get(("peak_matmul" if matmul else "peak_copy", info["backend"], info["dtype"]))
+        probe = roofline_probe(stage)
+        matmul = probe == "peak_matmul"
+        peak = peaks.get((probe, info["backend"], info["dtype"]))
         if peak:
             key = "gflops" if matmul else "gbps"
             info["peak_share"] = info[key] / peak[key]

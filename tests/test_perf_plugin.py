@@ -31,7 +31,7 @@ import kernels
 from kernels.problem import SWEEPS, Problem
 from perf import machine, plugin, results
 from perf.baseline import BaselineError, check_comparable
-from perf.cases import PROBES
+from perf.cases import OUT_FORMS, PROBES, base_stage
 from perf.options import settings
 from perf.results import Metric
 
@@ -105,13 +105,17 @@ def node(stage: str, backend: str, size: str = TINY) -> str:
         return f"perf/test_roofline.py::test_roofline[{stage}-{backend}]"
     if stage == "train_step":
         return f"perf/test_step.py::test_step[{size}-{backend}]"
-    if stage == "tutorial_step":
-        return f"perf/test_step.py::test_tutorial_step[{size}-{backend}]"
+    if stage in ("tutorial_step", "workspace_step", "graph_step"):
+        return f"perf/test_step.py::test_{stage}[{size}-{backend}]"
+    if stage in OUT_FORMS:
+        return f"perf/test_stages.py::test_stage_out[{size}-{base_stage(stage)}-{backend}]"
     return f"perf/test_stages.py::test_stage[{size}-{stage}-{backend}]"
 
 
-STEPS = (*kernels.STAGES, "train_step", "tutorial_step")
-CPU_NODES = {node(stage, backend) for stage in STEPS for backend in ("numpy", "torch-cpu")}
+STEPS = (*kernels.STAGES, *OUT_FORMS, "train_step", "tutorial_step", "workspace_step", "graph_step")
+ON_CPU = tuple(stage for stage in STEPS if stage != "graph_step")  # graph_step needs CUDA: skipped on the CPU
+CPU_NODES = {node(stage, backend) for stage in ON_CPU for backend in ("numpy", "torch-cpu")}
+GRAPH_SKIPS = 2  # graph_step of numpy and of torch-cpu, skipped with the reason when run
 
 
 def saved_files(storage: Path) -> dict[str, bytes]:
@@ -225,6 +229,9 @@ def test_ids_cover_every_size_stage_backend_and_dtype_asked_for():
     assert collected == expected
     assert "perf/test_stages.py::test_stage[n2048-relu-torch-mps-float64]" in collected
     assert "perf/test_step.py::test_tutorial_step[8x16x8x4-numpy]" in collected
+    assert "perf/test_stages.py::test_stage_out[seed-relu-torch-cpu-float64]" in collected
+    assert "perf/test_step.py::test_workspace_step[gpu-numpy]" in collected
+    assert "perf/test_step.py::test_graph_step[n2048-torch-cuda-float64]" in collected
 
 
 @pytest.fixture
@@ -245,11 +252,12 @@ def test_absent_backends_are_skipped_with_the_reason(wrong_relu):
     for name in ABSENT:
         with pytest.raises(kernels.DeviceUnavailableError) as info:
             kernels.backend(name)
-        for file, count in (("test_stages.py", 3), ("test_step.py", 2)):  # relu, grad_h_relu, relu_backward; the steps
+        # relu, grad_h_relu, relu_backward, each also in its out= form; the four forms of the step
+        for file, count in (("test_stages.py", 6), ("test_step.py", 4)):
             line = f"SKIPPED [{count}] perf/{file}: {info.value}"
             assert line in wrong_relu.output, f"{line!r} not in:\n{wrong_relu.output}"
-    assert re.search(rf"^=+ 2 failed, {len(SELECTED) - 2} passed, {len(ABSENT) * 5} skipped, \d+ deselected",
-                     wrong_relu.output, re.M), wrong_relu.output
+    assert re.search(rf"^=+ 4 failed, {len(SELECTED) - 4} passed, {len(ABSENT) * 10 + GRAPH_SKIPS} skipped, "
+                     r"\d+ deselected", wrong_relu.output, re.M), wrong_relu.output
 
 
 @slow
@@ -263,12 +271,15 @@ def test_threads_are_pinned_as_asked_for_torch_and_the_blas_pools(wrong_relu):
 @slow
 def test_a_wrong_kernel_fails_its_benchmarks_before_timing_and_the_others_pass(wrong_relu):
     assert wrong_relu.rc == plugin.EXIT_CHECK_FAILED, wrong_relu.output  # a failed check: not a regression (1)
-    wrong = {node("relu", "numpy"), node("train_step", "numpy")}  # train_step composes numpy's relu
+    # Both steps and the out= form compose numpy's relu.
+    wrong = {node(stage, "numpy") for stage in ("relu", "relu_out", "train_step", "workspace_step")}
     outcomes = wrong_relu.outcomes()
     assert set(outcomes["FAILED"]) == wrong
     assert set(outcomes["PASSED"]) == SELECTED - wrong
     assert f"\n{TINY}-relu-numpy: numpy computes relu wrongly: error " in wrong_relu.output
+    assert f"\n{TINY}-relu-numpy: numpy computes relu_out wrongly: error " in wrong_relu.output
     assert f"\n{TINY}-numpy: numpy computes train_step wrongly: loss: error " in wrong_relu.output
+    assert f"\n{TINY}-numpy: numpy computes workspace_step wrongly: loss: error " in wrong_relu.output
     assert "Traceback" not in wrong_relu.output
 
 
@@ -405,7 +416,7 @@ def test_a_constructed_regression_fails_that_test_only(compared):
 @slow
 def test_junit_xml_shows_the_regression_as_the_one_failure(compared):
     suite = ET.parse(compared.junit).getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(len(CPU_NODES)), "1", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(len(CPU_NODES) + GRAPH_SKIPS), "1", "0")
     failed = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
     assert failed == ["test_stage[8x16x8x4-hidden-numpy]"]
 
@@ -431,8 +442,8 @@ def test_the_gate_table_lists_regressed_improved_new_and_missing(compared):
     assert set(rows) == CPU_NODES - {node(s, "numpy") for s in ("hidden", "grad_w1", "loss")}
     assert set(rows.values()) <= {"unchanged", "inconclusive"}
     gate = compared.run.section("perf gate")
-    assert re.search(r"^FAIL: 1 regressed, 1 improved, \d+ unchanged, \d+ inconclusive, 1 new, 1 missing \(25 benchmarks\)$",
-                     gate, re.M), gate
+    assert re.search(rf"^FAIL: 1 regressed, 1 improved, \d+ unchanged, \d+ inconclusive, 1 new, 1 missing "
+                     rf"\({len(CPU_NODES) + 1} benchmarks\)$", gate, re.M), gate
     assert f"{node('loss', 'numpy')}: not in the baseline" in gate
     assert f"{node('removed_stage', 'numpy')}: in the baseline, not measured now" in gate
 
@@ -456,7 +467,7 @@ def test_the_verdicts_are_written_as_json_and_markdown(compared):
 def compared_with_compare_fail(constructed, shared) -> Run:
     # Only the two constructed benchmarks: at 10% an unchanged one could regress on noise.
     return run_once(shared, "compare_fail", lambda folder: pytest_perf(
-        *FAST, "--perf-backend", "numpy", "-k", "hidden or grad_w1", "-rA", "--benchmark-compare",
+        *FAST, "--perf-backend", "numpy", "-k", "(hidden or grad_w1) and not stage_out", "-rA", "--benchmark-compare",
         "--benchmark-compare-fail=median:10%", storage_option(constructed)))
 
 
@@ -658,6 +669,7 @@ def test_under_xdist_every_benchmark_runs_once_as_a_smoke_test():
     run = pytest_perf("-p", "no:cacheprovider", "--perf-size", "8,16,8,4", "-n", "2", "-rA")
     assert run.rc == 0, run.output
     available = kernels.available_backends()
-    expected = [node(stage, backend) for backend in available for stage in (*STEPS, *PROBES)]
+    expected = [node(stage, backend) for backend in available for stage in (*STEPS, *PROBES)
+                if stage != "graph_step" or backend.startswith("torch-cuda")]  # skipped elsewhere
     assert sorted(run.outcomes()["PASSED"]) == sorted(expected)
     assert "Benchmarks are automatically disabled because xdist plugin is active" in run.output

@@ -17,15 +17,16 @@ from scipy import stats
 
 import kernels
 import kernels.numpy_ as numpy_kernels
+import kernels.torch_ as torch_kernels
 from kernels import check
 from kernels.problem import PRESETS, SWEEPS, Problem
 from perf import history, machine, measure, results, timers
-from perf.cases import PROBES, Case, bind
+from perf.cases import OUT_FORMS, PROBES, STEPS, Case, base_stage, bind, roofline_probe
 from perf.options import parse_sizes, settings
 
 TINY = Problem(8, 16, 8, 4)  # N, D_in, H, D_out
 BACKENDS = ("numpy", "torch-cpu")
-MUTATING = ("sgd_update", "train_step", "tutorial_step")
+MUTATING = ("sgd_update", "sgd_update_out", "train_step", "tutorial_step", "workspace_step")
 
 
 # --------------------------------------------------------------------------- parse_sizes
@@ -182,7 +183,7 @@ def host(bound, arrays) -> list[np.ndarray]:
 
 def weights(stage: str, args: tuple) -> tuple:
     """The arrays a mutating call updates: (w1, w2), in the order its setup passes them."""
-    return (args[0], args[2]) if stage == "sgd_update" else args
+    return (args[0], args[2]) if base_stage(stage) == "sgd_update" else args
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -207,9 +208,80 @@ def test_setup_restores_the_weights_before_every_call(stage, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("stage", [*kernels.STAGES, "train_step", "tutorial_step"])
+@pytest.mark.parametrize("stage", [*kernels.STAGES, *OUT_FORMS, "train_step", "tutorial_step", "workspace_step"])
 def test_check_passes_every_stage_and_step_of_the_cpu_backends(stage, backend):
     assert bind(Case(stage, backend, TINY)).check() is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("stage", [s for s in OUT_FORMS if s != "sgd_update_out"])
+def test_an_out_form_times_its_stage_writing_into_one_buffer_it_does_not_allocate(stage, backend):
+    bound = bind(Case(stage, backend, TINY))
+    out = bound.target.keywords["out"]
+    assert bound.setup is None and bound.target.func is getattr(bound.backend.raw, base_stage(stage))
+    assert bound.check() is None
+    first = bound.target(*bound.args)
+    assert first is out and bound.target(*bound.args) is out, f"{stage} on {backend}: the result is not its out= buffer"
+    assert ("scratch" in bound.target.keywords) == (base_stage(stage) in ("loss", "relu_backward"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_workspace_step_returns_its_own_loss_buffer_every_round(backend):
+    bound = bind(Case("workspace_step", backend, TINY))
+    args, _ = bound.setup()
+    first = bound.target(*args)
+    args, _ = bound.setup()
+    assert bound.target(*args) is first
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_graph_step_skips_with_the_reason_where_there_is_no_cuda(backend):
+    with pytest.raises(pytest.skip.Exception) as info:
+        bind(Case("graph_step", backend, TINY))
+    assert str(info.value) == kernels.backend(backend).graph_unavailable() != ""
+    assert "CUDA" in str(info.value) and "\n" not in str(info.value)
+
+
+def eager_capture(captured: list):
+    """A stand-in for torch_.capture on the CPU: records the function and "replays" it by calling it."""
+    def capture(device, fn):
+        captured.append(fn)
+        return fn
+
+    return capture
+
+
+def test_graph_step_is_wired_to_the_workspace_step_and_its_check_runs(monkeypatch):
+    # No GPU here: capture is replaced by an eager stand-in, so what is tested is the binding:
+    # the captured function is the workspace step on the arrays setup restores, and the check runs.
+    captured = []
+    monkeypatch.setattr(torch_kernels, "capture_unavailable", lambda device: "")
+    monkeypatch.setattr(torch_kernels, "capture", eager_capture(captured))
+    bound = bind(Case("graph_step", "torch-cpu", TINY))
+    (fn,) = captured
+    assert fn.func.__name__ == "workspace_step" and fn.args[0] is torch_kernels
+    assert bound.check() is None
+    assert_restores_and_steps(bound, "graph_step", "torch-cpu")
+    monkeypatch.setattr(torch_kernels, "relu", lambda h, out=None: torch_kernels.torch.abs(h, out=out))
+    assert "loss" in bind(Case("graph_step", "torch-cpu", TINY)).check()
+
+
+def assert_restores_and_steps(bound, stage: str, backend: str) -> None:
+    values = check.intermediates(TINY)
+    for _ in range(2):
+        args, _ = bound.setup()
+        w1, _ = args
+        np.testing.assert_array_equal(bound.backend.to_numpy(w1), values["w1"], err_msg=f"{stage} on {backend}")
+        bound.target(*args)
+        assert not np.array_equal(bound.backend.to_numpy(w1), values["w1"]), f"{stage} on {backend} updated nothing"
+
+
+@pytest.mark.parametrize("stage, probe", [
+    ("hidden", "peak_matmul"), ("grad_w1_out", "peak_matmul"), ("relu", "peak_copy"), ("sgd_update_out", "peak_copy"),
+    ("loss_out", "peak_copy"), *[(step, "peak_matmul") for step in STEPS], ("peak_copy", None), ("nonsense", None),
+])
+def test_each_benchmark_has_its_roofline_probe(stage, probe):
+    assert roofline_probe(stage) == probe
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -223,7 +295,17 @@ def test_check_reports_a_wrong_kernel(monkeypatch):
     why = bind(Case("relu", "numpy", TINY)).check()
     assert why is not None and "exceeds" in why and "float32" in why
     assert "loss" in bind(Case("train_step", "numpy", TINY)).check()
+    assert "loss" in bind(Case("workspace_step", "numpy", TINY)).check()
+    assert "exceeds" in bind(Case("relu_out", "numpy", TINY)).check()
     assert bind(Case("tutorial_step", "numpy", TINY)).check() is None  # the tutorial's code has its own relu
+
+
+def test_check_reports_an_out_form_that_leaves_its_buffer_unwritten(monkeypatch):
+    monkeypatch.setattr(numpy_kernels, "relu", lambda h, out=None: np.maximum(h, 0))
+    assert bind(Case("relu", "numpy", TINY)).check() is None
+    assert bind(Case("relu_out", "numpy", TINY)).check() == "its out= form did not return the out= buffer"
+    monkeypatch.setattr(numpy_kernels, "relu", lambda h, out=None: out)  # returns the buffer, writes nothing
+    assert "exceeds" in bind(Case("relu_out", "numpy", TINY)).check()
 
 
 @pytest.mark.parametrize("case, id_, group", [
@@ -236,6 +318,12 @@ def test_check_reports_a_wrong_kernel(monkeypatch):
     (Case("peak_matmul", "numpy", Problem(2048, 2048, 2048, 1, name="peak2048")), "peak_matmul-numpy", "roofline peak_matmul"),
     (Case("peak_copy", "torch-cpu", Problem(8, 8, 1, 1, dtype="float64")), "peak_copy-torch-cpu-float64",
      "roofline peak_copy float64"),
+    # The new forms: an out= form has its stage's id and group (under test_stage_out), every step form train_step's.
+    (Case("relu_out", "numpy", PRESETS["seed"]), "seed-relu-numpy", "seed relu"),
+    (Case("sgd_update_out", "torch-cpu", TINY.with_dtype("float64")), "8x16x8x4-sgd_update-torch-cpu-float64",
+     "8x16x8x4 sgd_update float64"),
+    (Case("workspace_step", "numpy", PRESETS["compute"]), "compute-numpy", "compute train_step"),
+    (Case("graph_step", "torch-cuda", PRESETS["gpu"]), "gpu-torch-cuda", "gpu train_step"),
 ])
 def test_case_id_and_group(case, id_, group):
     assert (case.id, case.group) == (id_, group)
