@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from kernels.problem import STAGES, Problem
-from perf import render, report
-from perf.cases import PROBES
+from perf import forms, render, report
+from perf.cases import OUT_FORMS, PROBES
+from perf.report import figures
 from perf.report.__main__ import main
 
 SEED = (64, 1000, 100, 10)
@@ -368,3 +369,145 @@ def test_format_speedup(ratio, text):
 @pytest.mark.parametrize(("share", "text"), [(0.5, "50%"), (0.034, "3.4%"), (0.00001, "<0.01%")])
 def test_format_share(share, text):
     assert report.format_share(share) == text
+
+
+# --------------------------------------------------------------------------- forms of the step (issue 14)
+
+
+def forms_benchmarks(backend: str, *, stage_s: float = 10e-6, out_s: float = 9e-6, tutorial_s: float = 150e-6,
+                     train_s: float = 105e-6, workspace_s: float = 94e-6, graph_s: float | None = None, size: str = "seed",
+                     shape=SEED, peak: float = 1000.0, copy_share: float = 0.6, **extra) -> list[dict]:
+    """Every stage, every out= form and the forms of the step of one backend at one size, with the shares the plugin
+    records: each step's GFLOP/s over the run's ``peak`` GFLOP/s; each out= form ``copy_share`` of peak_copy."""
+    device = "cuda:0" if backend == "torch-cuda" else "cpu"
+    out = [bench(s, backend, stage_s, size=size, shape=shape, device=device, **extra) for s in STAGES]
+    out += [bench(s, backend, out_s, size=size, shape=shape, device=device, peak_share=copy_share, **extra)
+            for s in OUT_FORMS]
+    steps = {"tutorial_step": tutorial_s, "train_step": train_s, "workspace_step": workspace_s}
+    if graph_s is not None:
+        steps["graph_step"] = graph_s
+    step_flops = Problem(*shape).flops("train_step")
+    out += [bench(s, backend, t, size=size, shape=shape, device=device, peak_share=step_flops / t / 1e9 / peak, **extra)
+            for s, t in steps.items()]
+    return out
+
+
+def forms_section(text: str, size: str = "seed") -> list[str]:
+    """The lines of one size's forms table."""
+    lines = text.splitlines()
+    start = lines.index(f"### Forms of the step at {size} (float32)")
+    end = next(i for i in range(start + 4, len(lines)) if not lines[i].startswith("|"))
+    return lines[start:end]
+
+
+def test_forms_of_the_step_side_by_side_with_the_targets_marked(tmp_path):
+    data = run(forms_benchmarks("numpy") + forms_benchmarks("torch-cpu", train_s=120e-6, workspace_s=99e-6))
+    merged, tables = tables_of(tmp_path, data)
+    (table,) = tables
+    # The stages, then their out= forms as a block of their own, then the forms of the step.
+    assert table.stages == (*STAGES, *OUT_FORMS, "train_step", "tutorial_step", "workspace_step")
+    text = report.render_markdown(merged, tables, [])
+    section = forms_section(text)
+    assert "| form | numpy | torch-cpu |" in section
+    labels = [line.split(" | ")[0].removeprefix("| ") for line in section if line.startswith("| ") and "---" not in line]
+    assert labels[1:5] == ["tutorial_step (the tutorial's code)", "train_step (allocating)",
+                           "workspace_step (out= stages, one workspace)", "matmul floor (five matmuls at peak_matmul)"]
+    share = [report.format_share(Problem(*SEED).flops("train_step") / t / 1e12) for t in (94e-6, 99e-6)]
+    assert (f"| workspace_step (out= stages, one workspace) | 94.0 µs · {share[0]} peak | 99.0 µs · {share[1]} peak |"
+            in section)
+    # Issue 6's target everywhere; issue 14's at seed: 94 / 90 and 99 / 90.
+    assert "| train_step / sum of its stages (≤ 1.10x) | 1.05x ✓ | 1.20x ✗ |" in section
+    assert "| workspace_step / sum of its stages' out= forms (≤ 1.05x at seed, compute) | 1.04x ✓ | 1.10x ✗ |" in section
+    # The floor: the five matmuls at the run's peak (1000 GFLOP/s, read back from the recorded shares).
+    floor = forms.matmul_flops(SEED) / 1e12
+    shown = render.format_time(floor)
+    assert f"| matmul floor (five matmuls at peak_matmul) | {shown} | {shown} |" in section
+    over = f"{105e-6 / floor:.2f}x | {120e-6 / floor:.2f}x"
+    assert f"| train_step / matmul floor (≤ 1.15x at compute) | {over} |" in section   # not marked: not at compute
+    assert any(line.startswith("| tutorial_step / matmul floor | ") for line in section)
+    assert "| relu_out: share of peak_copy (≥ 50% at gpu) | 60% | 60% |" in section   # not marked: not at gpu
+    assert not any(line.startswith(("| hidden_out", "| relu |")) for line in section)   # matmuls: no copy share
+    assert "graph_step" not in "\n".join(section)   # a GPU-less run: no graph row
+    assert ("- **missed**: workspace_step / sum of its stages' out= forms ≤ 1.05x at seed, compute (numpy, torch-cpu): "
+            "seed numpy 1.04x ✓; seed torch-cpu 1.10x ✗; not measured: compute numpy, compute torch-cpu.") in text
+    assert ("- **not measured**: elementwise out= form, share of peak_copy ≥ 50% at gpu (numpy, torch-cpu).") in text
+    assert text.index("### Forms of the step at seed") < text.index("## Kernel targets (issue 14)")
+
+
+def test_targets_at_compute_and_at_the_memory_bound_size_are_marked_there(tmp_path):
+    compute = (1024, 1024, 1024, 512)
+    floor = forms.matmul_flops(compute) / 1e12   # at the default peak, 1000 GFLOP/s
+    benchmarks = [b for backend, over in (("numpy", 1.1), ("torch-cpu", 1.3))
+                  for b in forms_benchmarks(backend, size="compute", shape=compute, tutorial_s=over * floor,
+                                            train_s=over * floor, workspace_s=over * floor)]
+    memory_bound = {"numpy": 0.6, "torch-cpu": 0.3}
+    benchmarks += [bench(s, b, 1e-3, size="gpu", shape=(4096, 4096, 4096, 1024), peak_share=share)
+                   for b, share in memory_bound.items() for s in forms.ELEMENTWISE_OUT_FORMS]
+    merged, tables = tables_of(tmp_path, run(benchmarks))
+    text = report.render_markdown(merged, tables, [])
+    section = forms_section(text, "compute")
+    assert "| train_step / matmul floor (≤ 1.15x at compute) | 1.10x ✓ | 1.30x ✗ |" in section
+    assert "| workspace_step / matmul floor (≤ 1.15x at compute) | 1.10x ✓ | 1.30x ✗ |" in section
+    assert any(line.startswith("| tutorial_step / matmul floor | 1.10x | 1.30x |") for line in section)  # no target
+    gpu = forms_section(text, "gpu")
+    assert "| relu_out: share of peak_copy (≥ 50% at gpu) | 60% ✓ | 30% ✗ |" in gpu
+    assert not any(line.startswith(("| train_step", "| matmul floor")) for line in gpu)   # no step at that size
+    assert ("- **missed**: step / its matmul floor ≤ 1.15x at compute (numpy, torch-cpu): compute numpy: train_step "
+            "1.10x ✓, workspace_step 1.10x ✓; compute torch-cpu: train_step 1.30x ✗, workspace_step 1.30x ✗.") in text
+    assert ("- **missed**: elementwise out= form, share of peak_copy ≥ 50% at gpu (numpy, torch-cpu): "
+            "gpu numpy: relu_out 60% ✓") in text
+    workspace = next(line for line in text.splitlines() if "workspace_step / sum of its stages' out= forms ≤" in line)
+    assert workspace.startswith("- **missed**: ") and workspace.endswith("; not measured: seed numpy, seed torch-cpu.")
+
+
+def test_results_without_the_new_forms_render_as_before(tmp_path):
+    data = run([bench(s, "numpy", 10e-6) for s in STAGES] + [bench("train_step", "numpy", 105e-6),
+                                                              bench("tutorial_step", "numpy", 150e-6)])
+    merged, tables = tables_of(tmp_path, data)
+    text = report.render_markdown(merged, tables, [])
+    assert "Forms of the step" not in text and "Kernel targets" not in text and "✓" not in text
+    assert "train_step against the sum of its stages' medians (target: at most 1.10x): numpy 1.05x." in text
+
+
+def test_the_cuda_graph_gets_its_row_where_a_backend_has_it_and_no_cpu_target(tmp_path):
+    data = run(forms_benchmarks("numpy") + forms_benchmarks("torch-cuda", workspace_s=200e-6, graph_s=50e-6),
+               gpus=["NVIDIA Test GPU"])
+    merged, tables = tables_of(tmp_path, data)
+    section = forms_section(report.render_markdown(merged, tables, []))
+    assert any(line.startswith("| graph_step (CUDA graph of the workspace step) | — | 50.0 µs · ") for line in section)
+    # Issue 14's targets are set for the CPU backends: torch-cuda's ratios are shown, not judged.
+    assert "| workspace_step / sum of its stages' out= forms (≤ 1.05x at seed, compute) | 1.04x ✓ | 2.22x |" in section
+
+
+def test_counted_results_get_no_forms_table(tmp_path):
+    counted = run(forms_benchmarks("numpy", stage_s=1e4, out_s=9e3, train_s=1.05e5, workspace_s=9.4e4))
+    counted["perf"] = {"metric": "instructions"}
+    merged, tables = tables_of(tmp_path, counted)
+    (table,) = tables
+    assert table.stages == (*STAGES, *OUT_FORMS, "train_step", "tutorial_step", "workspace_step")
+    text = report.render_markdown(merged, tables, [])
+    assert "| workspace_step | 94.0 k |" in text   # the forms' counts side by side in the stage table
+    assert "Forms of the step" not in text and "Kernel targets" not in text
+    assert "train_step against the sum of its stages' medians (target: at most 1.10x): numpy 1.05x." in text
+
+
+def test_each_form_of_the_step_has_its_own_line_and_label_in_the_step_figure(tmp_path, monkeypatch):
+    made = []
+    new_figure = figures._new_figure
+    monkeypatch.setattr(figures, "_new_figure", lambda *a: made.append(new_figure(*a)) or made[-1])
+    benchmarks = []
+    for size, shape in SWEEP.items():
+        benchmarks += forms_benchmarks("numpy", size=size, shape=shape, train_s=1e-3)
+        benchmarks += forms_benchmarks("torch-cuda", size=size, shape=shape, graph_s=5e-5)  # faster: overtakes the CPU
+    merged, tables = tables_of(tmp_path, run(benchmarks, gpus=["NVIDIA Test GPU"]))
+    figures.write_figures(tables, report.crossovers(tables), tmp_path)
+    step = made[-1].axes[0]
+    lines = {line.get_label(): line for line in step.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == {"numpy", "numpy, tutorial's code", "numpy, workspace_step",
+                          "torch-cuda\n(NVIDIA Test GPU)", "torch-cuda, tutorial's code", "torch-cuda, workspace_step",
+                          "torch-cuda, graph_step (CUDA graph)"}
+    styles = {label.split(", ")[-1]: (str(line.get_linestyle()), line.get_marker()) for label, line in lines.items()
+              if label.startswith("torch-cuda")}
+    assert len(set(styles.values())) == 4   # train_step, the tutorial's code, workspace_step, graph_step: each its own
+    stage_texts = [t.get_text() for t in made[0].axes[0].texts]
+    assert stage_texts == ["whole step", "out= forms"]

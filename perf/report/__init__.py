@@ -1,4 +1,5 @@
-"""Tables and figures from perf-suite results: time per stage by backend, speedups, share of peak, GPU crossover.
+"""Tables and figures from perf-suite results: time per stage by backend, speedups, share of peak, GPU crossover,
+and, where a run holds them, the forms of the step side by side against issue 14's kernel targets (``perf.forms``).
 
     python -m perf.report RESULTS.json [MORE.json ...] [--out DIR] [--baseline-backend numpy]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kernels.problem import DEFAULT_DTYPE
 
-from ..cases import STEPS
+from ..cases import OUT_FORMS, STEPS
 from ..render import format_count, format_time
 from ..results import Metric
 from .load import Entry, Source, shape_text
@@ -22,6 +22,10 @@ STEP_FIGURE = "step-vs-size.png"
 _COLORS = {"numpy": "tab:blue", "torch-cpu": "tab:orange", "torch-cuda": "tab:green", "torch-cuda:1": "tab:olive",
            "torch-mps": "tab:red"}
 _SPARE_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:cyan", "tab:gray")
+# The forms of the step other than train_step (whose line style tells dtypes apart): each its own thin line
+# (style, marker (None: the device's), label).
+_FORM_STYLES = {"tutorial_step": ("--", None, "tutorial's code"), "workspace_step": ((0, (1, 1.5)), "^", "workspace_step"),
+                "graph_step": ((0, (6, 1.5, 1, 1.5, 1, 1.5)), "D", "graph_step (CUDA graph)")}
 
 
 def figure_names(tables: Sequence[Table]) -> list[str]:
@@ -106,10 +110,11 @@ def plot_stages(table: Table, path: Path) -> None:
     _value_axis(ax, values, table.metric)
     ax.set_xticks(range(len(table.stages)), table.stages, rotation=30, ha="right")
     ax.set_xlim(-0.6, len(table.stages) - 0.4)
-    steps = [j for j, s in enumerate(table.stages) if s in STEPS]
-    if steps and steps[0] > 0:
-        ax.axvline(steps[0] - 0.5, color="0.4", ls=":", lw=1)
-        ax.text(steps[0] - 0.45, 0.98, "whole step", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.3")
+    for block, label in ((STEPS, "whole step"), (OUT_FORMS, "out= forms")):
+        first = next((j for j, s in enumerate(table.stages) if s in block), 0)
+        if first > 0:
+            ax.axvline(first - 0.5, color="0.4", ls=":", lw=1)
+            ax.text(first - 0.45, 0.98, label, transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.3")
     ax.grid(axis="y", which="major", color="0.85", zorder=0)
     ax.grid(axis="y", which="minor", color="0.93", zorder=0)
     quantity = "time" if table.metric is Metric.TIME else table.metric.value
@@ -136,8 +141,9 @@ def _several_machines(sources: Iterable[Source]) -> bool:
 
 
 def plot_step_vs_size(tables: Sequence[Table], races: Sequence[Crossover], path: Path) -> None:
-    """train_step median time against GFLOP per step, log-log, one line per backend (tutorial_step dashed),
-    with a dashed vertical line where each GPU backend overtakes the fastest CPU backend."""
+    """train_step median time against GFLOP per step, log-log, one line per backend, each other form of the step
+    (perf.cases.STEPS) a thinner line of its own style and label; a dashed vertical line where each GPU backend
+    overtakes the fastest CPU backend."""
     sized = _sized(tables)
     dtypes = list(dict.fromkeys(t.dtype for t in sized))
     backends = order_backends(b for t in sized for b in t.backends)
@@ -158,13 +164,15 @@ def plot_step_vs_size(tables: Sequence[Table], races: Sequence[Crossover], path:
                 pts = [(t.step_flops / 1e9, c.result.median, kind(t, backend)) for t, c in cells]
                 label = backend if stage != STEP else _legend_label(cells[0][1].result, several)
                 label += "" if len(dtypes) == 1 else f" {dtype}"
+                form_style, form_marker, form_label = _FORM_STYLES.get(stage, ("-", None, stage))
                 if stage != STEP:
-                    label += ", tutorial's code"
+                    label += f", {form_label}"
                 elif (backend, dtype) in never:
                     label += "\n(never overtakes the CPU here)"
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colors[backend], lw=1.2 if stage != STEP else 2,
-                        ls="--" if stage != STEP else styles.get(dtype, "-"), alpha=0.7 if stage != STEP else 1,
-                        marker="s" if pts[0][2] == "gpu" else "o", ms=4 if stage != STEP else 6, label=label, zorder=3)
+                        ls=form_style if stage != STEP else styles.get(dtype, "-"), alpha=0.7 if stage != STEP else 1,
+                        marker=form_marker or ("s" if pts[0][2] == "gpu" else "o"), ms=4 if stage != STEP else 6, label=label,
+                        zorder=3)
                 times += [p[1] for p in pts]
     flops = sorted({t.step_flops / 1e9 for t in sized})
     _value_axis(ax, times)

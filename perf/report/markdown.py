@@ -1,4 +1,5 @@
-"""The report as Markdown: sources and machines, one table per size (per metric), peaks, crossovers, figures.
+"""The report as Markdown: sources and machines, one table per size (per metric) with, where a time table holds the
+workspace step, its graph or out= forms, the forms of the step and their targets, then peaks, crossovers, figures.
 
 Times and counts go through ``perf.render.format_value`` (the suite's one time formatter);
 the speedup, share and rate formats are the report's own.
@@ -10,12 +11,19 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kernels.problem import DEFAULT_DTYPE
+from kernels.problem import DEFAULT_DTYPE, STEP_FORMS
 
+from .. import forms
+from ..forms import Check, Target
 from ..render import format_time, format_value, md_escape
 from ..results import Metric
 from .load import NOISY_IQR, Entry, Merged, shape_text
-from .tables import DEFAULT_BASELINE, STEP, Cell, Crossover, Table, kind, order_backends, stage_sum
+from .tables import DEFAULT_BASELINE, STEP, Cell, Crossover, Table, kind, order_backends, shows_forms, step_forms
+
+FORM_LABELS = {"tutorial_step": "tutorial_step (the tutorial's code)", "train_step": "train_step (allocating)",
+               "workspace_step": "workspace_step (out= stages, one workspace)",
+               "graph_step": "graph_step (CUDA graph of the workspace step)"}
+MET, MISSED = "✓", "✗"
 
 
 def format_speedup(ratio: float) -> str:
@@ -133,16 +141,124 @@ def render_markdown(merged: Merged, tables: Sequence[Table], races: Sequence[Cro
         if ratios:
             lines += ["", f"tutorial_step (the tutorial's own code) against train_step, {_quantity(t)} ratio (> 1: the "
                       "tutorial's code is slower): " + ", ".join(f"{b} {r:.2f}x" for b, r in ratios) + "."]
-        sums = [(b, s.result.median / total) for b in t.backends
-                if (s := t.cell(STEP, b)) and (total := stage_sum(t, b))]
+        rows = step_forms(t)
+        sums = [(b, r) for b in t.backends if b in rows and (r := rows[b].train_over_stages) is not None]
         if sums:
             lines += ["", "train_step against the sum of its stages' medians (target: at most 1.10x): "
                       + ", ".join(f"{b} {r:.2f}x" for b, r in sums) + "."]
+        if shows_forms(t):
+            lines += forms_lines(t)
+    lines += target_lines(tables)
     lines += _peaks(merged)
     lines += crossover_lines(races, tables)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def _mark(target: Target, value: float, size: str, backend: str) -> str:
+    """' ✓' or ' ✗' where ``target`` is set at this size and backend; '' elsewhere."""
+    if not target.applies(size, backend):
+        return ""
+    return f" {MET if target.met(value) else MISSED}"
+
+
+def _limit(target: Target) -> str:
+    """'≤ 1.05x at seed, compute' or '≥ 50% at gpu': the threshold, and where it is set."""
+    limit = f"≤ {target.limit:.2f}x" if target.at_most else f"≥ {format_share(target.limit)}"
+    return limit + (f" at {', '.join(target.sizes)}" if target.sizes else "")
+
+
+def forms_lines(t: Table) -> list[str]:
+    """The forms of the step at one size and dtype, side by side per backend (issue 14), with its targets marked."""
+    rows = step_forms(t)
+    names = [n for n in STEP_FORMS if any(t.cell(n, b) for b in t.backends)]
+    scope = sorted({b for target in forms.ISSUE_14_TARGETS for b in target.backends})
+    lines = ["", f"### Forms of the step at {t.size} ({t.dtype})", "",
+             "Each form: median time per call · share of the same run's peak_matmul. Matmul floor: the time the step's "
+             "five matmuls take at that rate. Ratios are of medians: each form over its floor, each step over the sum of "
+             f"the stages it calls, measured one by one. Targets: {MET} met, {MISSED} missed, marked where they are set "
+             f"(issue 14's for {' and '.join(scope)}).", "",
+             "| form | " + " | ".join(md_escape(b) for b in t.backends) + " |", "|---|" + "---|" * len(t.backends)]
+
+    def add(label: str, values: dict[str, float | None], text, target: Target | None = None) -> None:
+        """One row of per-backend values, each marked against ``target`` where it is set; none when all are absent."""
+        if all(values.get(b) is None for b in t.backends):
+            return
+        cells = ["—" if (x := values.get(b)) is None else text(x) + (_mark(target, x, t.size, b) if target else "")
+                 for b in t.backends]
+        lines.append(f"| {md_escape(label)} | " + " | ".join(md_escape(c) for c in cells) + " |")
+
+    def ratio(x: float) -> str:
+        return f"{x:.2f}x"
+
+    for name in names:
+        lines.append(f"| {md_escape(FORM_LABELS.get(name, name))} | "
+                     + " | ".join(md_escape(format_cell(t.cell(name, b), True)) for b in t.backends) + " |")
+    add("matmul floor (five matmuls at peak_matmul)", {b: r.matmul_floor for b, r in rows.items()}, format_time)
+    floor = forms.STEP_OVER_MATMUL_FLOOR
+    for name in names:
+        over = {b: f.over_floor for b, r in rows.items() if (f := r.form(name))}
+        if name in floor.subjects:
+            add(f"{name} / matmul floor ({_limit(floor)})", over, ratio, floor)
+        else:
+            add(f"{name} / matmul floor", over, ratio)
+    for target, values in ((forms.TRAIN_OVER_STAGES, {b: r.train_over_stages for b, r in rows.items()}),
+                           (forms.WORKSPACE_OVER_OUT_STAGES, {b: r.workspace_over_out_stages for b, r in rows.items()})):
+        add(f"{target.what} ({_limit(target)})", values, ratio, target)
+    share = forms.OUT_STAGE_COPY_SHARE
+    for stage in share.subjects:
+        add(f"{stage}: share of peak_copy ({_limit(share)})",
+            {b: c.share for b in t.backends if (c := t.cell(stage, b))}, format_share, share)
+    return lines
+
+
+def target_lines(tables: Sequence[Table]) -> list[str]:
+    """The section on issue 14's targets: each judged wherever it was measured, and where it is still to measure.
+
+    None unless some time table holds the forms issue 14 added (older results: no section)."""
+    if not any(shows_forms(t) for t in tables):
+        return []
+    timed = [t for t in tables if t.metric is Metric.TIME]
+    rows = [r for t in timed for r in step_forms(t).values()]
+    shares = forms.stage_shares(c.result for t in timed for c in t.cells.values())
+    judged = forms.checks(rows, shares)
+    lines = ["", "## Kernel targets (issue 14)", ""]
+    for target in forms.ISSUE_14_TARGETS:
+        mine = [c for c in judged if c.target == target]
+        missing = forms.unmeasured(target, mine)
+        verdict = ("missed" if any(not c.met for c in mine) else "not measured" if not mine
+                   else "met where measured" if missing else "met")
+        where = f" ({', '.join(target.backends)})" if target.backends else ""
+        text = f"- **{verdict}**: {target.what} {_limit(target)}{where}"
+        if mine:  # nothing measured: the line already says where it is set
+            points = _by_point(mine)
+            if missing:
+                points.append("not measured: " + ", ".join(f"{size} {backend}" for size, backend in missing))
+            text += ": " + "; ".join(points)
+        lines.append(text + ".")
+    return lines
+
+
+def _judged(c: Check) -> str:
+    """'1.02x ✓' for a ratio, '43% ✗' for a share."""
+    return (f"{c.value:.2f}x" if c.target.at_most else format_share(c.value)) + f" {MET if c.met else MISSED}"
+
+
+def _by_point(judged: Sequence[Check]) -> list[str]:
+    """'seed numpy 1.02x ✓' per point, naming the subject where the target judges several
+    ('compute numpy: train_step 1.20x ✗, workspace_step 1.10x ✓')."""
+    grouped: dict[tuple[str, str, str], list[Check]] = defaultdict(list)
+    for c in judged:
+        grouped[(c.size, c.backend, c.dtype)].append(c)
+    texts = []
+    for (size, backend, dtype), checks in grouped.items():
+        where = f"{size} {backend}" + ("" if dtype == DEFAULT_DTYPE else f" {dtype}")
+        if len(checks) == 1 and len(checks[0].target.subjects) == 1:
+            texts.append(f"{where} {_judged(checks[0])}")
+        else:
+            texts.append(f"{where}: " + ", ".join(f"{c.subject} {_judged(c)}" for c in checks))
+    return texts
 
 
 def _quantity(t: Table) -> str:

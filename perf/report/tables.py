@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from kernels.errors import KernelError
 from kernels.problem import DEFAULT_DTYPE, STAGES, Problem
 
-from ..cases import PROBES, STEPS
+from .. import forms
+from ..cases import OUT_FORMS, PROBES, STEPS
 from ..results import Metric
 from .load import Entry, Merged, Source
 
 DEFAULT_BASELINE = "numpy"
 STEP = "train_step"  # the stage the size sweep and the crossover are judged on
+NEW_FORMS = ("workspace_step", "graph_step")
 BACKEND_ORDER = ("numpy", "torch-cpu", "torch-cuda", "torch-mps")  # columns: CPU first, then GPUs
 
 
@@ -52,9 +54,11 @@ class Table:
 
 
 def order_stages(stages: Iterable[str]) -> list[str]:
-    """Execution order; stages this version does not know next (by name); train_step and tutorial_step last."""
-    rank = {s: (0, i) for i, s in enumerate(STAGES)} | {s: (2, i) for i, s in enumerate(STEPS)}
-    return sorted(set(stages), key=lambda s: (rank.get(s, (1, 0)), s))
+    """The stages in execution order, then their out= forms in the same order (a block of their own), then
+    stages this version does not know (by name), then the forms of the whole step (perf.cases.STEPS order)."""
+    rank = ({s: (0, i) for i, s in enumerate(STAGES)} | {s: (1, i) for i, s in enumerate(OUT_FORMS)}
+            | {s: (3, i) for i, s in enumerate(STEPS)})
+    return sorted(set(stages), key=lambda s: (rank.get(s, (2, 0)), s))
 
 
 def order_backends(backends: Iterable[str]) -> list[str]:
@@ -107,10 +111,18 @@ def build_tables(merged: Merged, baseline: str = DEFAULT_BASELINE) -> list[Table
     return tables
 
 
-def stage_sum(t: Table, backend: str) -> float | None:
-    """The sum of the medians of every stage of a step (sgd_update counts both weights), if all were measured."""
-    cells = [t.cell(stage, backend) for stage in STAGES]
-    return sum(c.result.median for c in cells) if all(cells) else None
+def step_forms(t: Table) -> dict[str, forms.StepForms]:
+    """backend -> the forms of the step in this table, with the sums of the stages each calls (perf.forms)."""
+    return {row.backend: row for row in forms.step_forms(c.result for c in t.cells.values())}
+
+
+def shows_forms(t: Table) -> bool:
+    """A time table holding what issue 14 added (the workspace step, its graph, out= forms): it gets a forms table.
+
+    Counted tables get none: shares and floors are rates of time, and the stage table already sets the forms'
+    counts side by side.
+    """
+    return t.metric is Metric.TIME and any(s in NEW_FORMS or s in OUT_FORMS for s in t.stages)
 
 
 # --------------------------------------------------------------------------- crossover
