@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         b.check_fits(problem)  # before anything of that size is allocated
         lr = problem.lr if args.lr is None else args.lr
         inputs = {k: b.asarray(v) for k, v in problem.inputs().items()}
-        params, x, y = (inputs.pop("w1"), inputs.pop("w2")), inputs.pop("x"), inputs.pop("y")
+        params, x, y = (inputs["w1"], inputs["w2"]), inputs["x"], inputs["y"]
         lr = b.check_step(params, x, y, lr)
     except KernelError as exc:
         print(f"error: {exc}", file=sys.stderr)
