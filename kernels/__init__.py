@@ -11,10 +11,10 @@ once as a CUDA graph, replayed).
 
 Adding a backend: write one module exporting the ten stages, with the signatures numpy_.py's
 have (``out=`` and, for the stages in ``contract.SCRATCH``, ``scratch=``), plus ``open_device``,
-``devices``, ``asarray``, ``to_numpy``, ``copy``, ``synchronize`` and ``describe``, then add one
-line to ``_REGISTRY`` (and, optionally, the tutorial's literal code for that library to
-``tutorial.STEPS``; ``SCRATCH_DTYPES`` where a scratch= array is not in the backend's dtype or not needed;
-``capture``/``capture_unavailable`` where the device records graphs).
+``devices``, ``asarray``, ``to_numpy``, ``copy``, ``synchronize``, ``describe``, ``unwritable``
+and ``free_memory``, then add one line to ``_REGISTRY`` (and, optionally, the tutorial's literal
+code for that library to ``tutorial.STEPS``; ``SCRATCH_DTYPES`` where a scratch= array is not in
+the backend's dtype or not needed; ``capture``/``capture_unavailable`` where the device records graphs).
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from .errors import (
     DTypeError,
     KernelError,
     ProblemError,
+    ReadOnlyError,
     ShapeError,
+    TooLargeError,
     UnknownNameError,
 )
-from .problem import DEFAULT_DTYPE, DTYPES, MATMUL_STAGES, PRESETS, STAGES, Problem, parse_problem
+from .problem import DEFAULT_DTYPE, DTYPES, MATMUL_STAGES, PRESETS, STAGES, Problem, memory_needed, parse_problem
 
 # Backend family (the name before any ":index") -> the module implementing it.
 _REGISTRY: dict[str, str] = {
@@ -43,8 +45,8 @@ _REGISTRY: dict[str, str] = {
 __all__ = [
     "DEFAULT_DTYPE", "DTYPES", "MATMUL_STAGES", "PRESETS", "STAGES",
     "Backend", "DTypeError", "DeviceUnavailableError", "KernelError", "Problem", "ProblemError",
-    "ShapeError", "UnknownNameError",
-    "available_backends", "backend", "known_backends", "parse_problem",
+    "ReadOnlyError", "ShapeError", "TooLargeError", "UnknownNameError",
+    "available_backends", "backend", "known_backends", "memory_needed", "parse_problem",
 ]
 
 
@@ -54,6 +56,8 @@ def known_backends() -> list[str]:
 
 
 def _module(name: str):
+    if not isinstance(name, str):
+        raise UnknownNameError(f"a backend name must be a string, got {name!r}; valid: {', '.join(_REGISTRY)}")
     family = name.partition(":")[0]
     if family not in _REGISTRY:
         raise UnknownNameError(f"unknown backend {name!r}; valid: {', '.join(_REGISTRY)} (torch-cuda:INDEX for another GPU)")
@@ -75,3 +79,4 @@ def available_backends() -> list[str]:
     for module_name in dict.fromkeys(_REGISTRY.values()):
         names += importlib.import_module(module_name).devices()
     return names
+

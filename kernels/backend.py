@@ -19,9 +19,18 @@ from types import ModuleType
 
 import numpy as np
 
-from .contract import SIGNATURES, STEP_ARGS, check_arrays, check_out, check_stage, scratch_axes
-from .errors import DeviceUnavailableError, ProblemError, UnknownNameError
-from .problem import DEFAULT_DTYPE, DTYPES, STAGES, check_lr
+from .contract import (
+    SIGNATURES,
+    STEP_ARGS,
+    check_arrays,
+    check_out,
+    check_params,
+    check_stage,
+    check_writable,
+    scratch_axes,
+)
+from .errors import DeviceUnavailableError, ProblemError, TooLargeError, UnknownNameError
+from .problem import DEFAULT_DTYPE, DTYPES, STAGES, Problem, check_lr, memory_needed
 
 
 def train_step(stages, params, x, y, lr: float):
@@ -134,11 +143,18 @@ class Backend:
         @functools.wraps(fn)
         def checked(*args, **kwargs):
             # After the arrays: lr for sgd_update and out= for the others, then scratch=.
-            extra = args[n_args] if len(args) > n_args else kwargs.get("lr" if stage == "sgd_update" else "out")
+            key = "lr" if stage == "sgd_update" else "out"
+            positional = len(args) > n_args
+            extra = args[n_args] if positional else kwargs.get(key)
             scratch = args[n_args + 1] if len(args) > n_args + 1 else kwargs.get("scratch")
             lr, out = (extra, None) if stage == "sgd_update" else (None, extra)
-            check_stage(stage, args[:n_args], out, self.raw.describe, self.dtype, self.device_name, lr, scratch,
-                        self.scratch_dtype(stage) if stage in SCRATCHES else None)
+            lr = check_stage(stage, args[:n_args], out, self.raw.describe, self.raw.unwritable, self.dtype,
+                             self.device_name, lr, scratch, self.scratch_dtype(stage) if stage in SCRATCHES else None)
+            if lr is not None:  # the checked float, not 10**18 as a Python int or a numpy scalar
+                if positional:
+                    args = (*args[:n_args], lr, *args[n_args + 1:])
+                else:
+                    kwargs[key] = lr
             return fn(*args, **kwargs)
 
         return checked
@@ -154,11 +170,33 @@ class Backend:
         """Wait until all work queued on this backend's device has finished."""
         self.raw.synchronize(self.device)
 
+    def free_memory(self) -> int | None:
+        """Bytes free on this backend's device now, or None where that cannot be known."""
+        return self.raw.free_memory(self.device)
+
+    def check_fits(self, problem: Problem, check: bool = False) -> None:
+        """Raise TooLargeError, before anything is allocated, if ``problem`` needs more memory than is free.
+
+        ``check``: count the float64 reference check too, as the perf suite runs it.
+        """
+        free = self.free_memory()
+        needed = memory_needed(problem, check=check, on_host=self.device_name == "cpu")
+        if free is not None and needed > free:
+            raise TooLargeError(f"size {problem.name} needs about {_size(needed)} on {self.device_name}, "
+                                f"{_size(free)} free; choose a smaller size")
+
+    def check_step(self, params, x, y, lr: float) -> float:
+        """What ``train_step`` checks, without the step: returns the learning rate as a float."""
+        w1, w2 = check_params("train_step", params)
+        check_arrays("train_step", STEP_ARGS, (w1, w2, x, y), self.raw.describe, self.dtype, self.device_name)
+        for name, w in (("w1", w1), ("w2", w2)):
+            check_writable("train_step", name, w, self.raw.unwritable)
+        return check_lr(lr)
+
     def train_step(self, params, x, y, lr: float):
         """One training step on (w1, w2) in place; returns the loss as a backend scalar."""
-        w1, w2 = params
-        check_arrays("train_step", STEP_ARGS, (w1, w2, x, y), self.raw.describe, self.dtype, self.device_name)
-        return train_step(self.raw, params, x, y, check_lr(lr))
+        lr = self.check_step(params, x, y, lr)
+        return train_step(self.raw, params, x, y, lr)
 
     def empty(self, shape: tuple[int, ...], dtype: str | None = None):
         """A zero-filled array of ``shape`` on this backend's device, in its dtype or ``dtype`` (memory touched once, here)."""
@@ -216,8 +254,10 @@ class Backend:
         return f"{self.name}: {why}" if why else ""
 
     def _check_workspace_step(self, where: str, ws: Workspace, params, x, y, lr: float) -> float:
-        w1, w2 = params
+        w1, w2 = check_params(where, params)
         dims = check_arrays(where, STEP_ARGS, (w1, w2, x, y), self.raw.describe, self.dtype, self.device_name)
+        for name, w in (("w1", w1), ("w2", w2)):
+            check_writable(where, name, w, self.raw.unwritable)
         if not isinstance(ws, Workspace):
             raise ProblemError(f"{where}: ws must be a Workspace (backend.workspace(shape)), got {type(ws).__name__}")
         arrays = ws.arrays()
@@ -227,6 +267,7 @@ class Backend:
                 continue
             check_out(where, arrays[name], dims, axes, self.raw.describe, dtypes[name] or self.dtype, self.device_name,
                       label=f"workspace.{name}")
+            check_writable(where, f"workspace.{name}", arrays[name], self.raw.unwritable)
         return check_lr(lr)
 
 
@@ -241,3 +282,11 @@ def _dims(shape) -> dict[str, int]:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ProblemError(f"{dim} must be a positive integer, got {value!r}")
     return {k: int(v) for k, v in dims.items()}
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.4g} {unit}"
+        n /= 1024
+    return f"{n:.4g} PiB"

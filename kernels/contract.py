@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .errors import DTypeError, ShapeError
+from .errors import DTypeError, ReadOnlyError, ShapeError
 from .problem import check_lr
 
 # stage -> ((argument, dim, dim), ...), then the shape of the result ("R", "C": any 2-D shape).
@@ -34,6 +34,8 @@ SCRATCH: dict[str, str] = {"loss": "y_pred", "relu_backward": "grad_h_relu", "sg
 
 # describe(a) -> (shape, dtype name, device name); raises DTypeError for a foreign array type.
 Describe = Callable[[object], tuple[tuple[int, ...], str, str]]
+# unwritable(a) -> why ``a`` cannot be written in place, or None if it can.
+Unwritable = Callable[[object], "str | None"]
 
 
 def check_arrays(
@@ -82,18 +84,41 @@ def check_out(where: str, out: object, dims: dict[str, int], axes: tuple[str, ..
         raise ShapeError(f"{where}: {label} must have shape {expected} ({', '.join(axes) or 'a 0-d value'}), got {shape}")
 
 
-def check_stage(stage: str, args: Sequence[object], out: object, describe: Describe, dtype: str, device: str,
-                lr: object = None, scratch: object = None, scratch_dtype: str | None = None) -> None:
+def check_writable(where: str, name: str, array: object, unwritable: Unwritable) -> None:
+    """Check that an array the call writes (``out=``, a weight updated in place) can be written."""
+    why = unwritable(array)
+    if why:
+        raise ReadOnlyError(f"{where}: {name} is written in place, but {why}")
+
+
+def check_params(where: str, params: object) -> tuple[object, object]:
+    """``params`` as the pair (w1, w2) a training step updates."""
+    if not isinstance(params, (tuple, list)):
+        kind = f"{type(params).__module__}.{type(params).__qualname__}"
+        raise DTypeError(f"{where}: params must be a tuple (w1, w2), got {kind}")
+    if len(params) != 2:
+        raise ShapeError(f"{where}: params must be a tuple (w1, w2) of two arrays, got {len(params)}")
+    return params[0], params[1]
+
+
+def check_stage(stage: str, args: Sequence[object], out: object, describe: Describe, unwritable: Unwritable,
+                dtype: str, device: str, lr: object = None, scratch: object = None,
+                scratch_dtype: str | None = None) -> float | None:
+    """Check one stage's arguments; returns the learning rate as a float for sgd_update."""
     named, result_axes = SIGNATURES[stage]
     dims = check_arrays(stage, named, args, describe, dtype, device)
     if out is not None:
         check_out(stage, out, dims, result_axes, describe, dtype, device)
+        check_writable(stage, "out=", out, unwritable)
     if scratch is not None:
         if stage not in SCRATCH:
             raise ShapeError(f"{stage}: takes no scratch=; only {', '.join(SCRATCH)} do")
         check_out(stage, scratch, dims, scratch_axes(stage), describe, scratch_dtype or dtype, device, label="scratch=")
+        check_writable(stage, "scratch=", scratch, unwritable)
     if stage == "sgd_update":
-        check_lr(lr)
+        check_writable(stage, named[0][0], args[0], unwritable)
+        return check_lr(lr)
+    return None
 
 
 def scratch_axes(stage: str) -> tuple[str, ...]:

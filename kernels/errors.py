@@ -28,3 +28,11 @@ class DTypeError(KernelError, TypeError):
 
 class ProblemError(KernelError, ValueError):
     """An invalid problem: a non-positive size, a non-finite learning rate, a bad size string."""
+
+
+class ReadOnlyError(KernelError, ValueError):
+    """An ``out=`` buffer or a weight updated in place that cannot be written (the message says why)."""
+
+
+class TooLargeError(KernelError, MemoryError):
+    """A problem too large for the memory free on its device (the message gives both sizes)."""

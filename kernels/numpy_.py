@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DTypeError
+from .memory import host_free
 
 FAMILY = "numpy"
 # scratch= arrays not in the backend's dtype: relu_backward's holds its mask.
@@ -47,6 +48,16 @@ def describe(a) -> tuple[tuple[int, ...], str, str]:
     if not isinstance(a, np.ndarray):
         raise DTypeError(f"expected a numpy.ndarray, got {type(a).__module__}.{type(a).__qualname__}")
     return a.shape, a.dtype.name, "cpu"
+
+
+def unwritable(a: np.ndarray) -> str | None:
+    if not a.flags.writeable:
+        return "it is read-only (writeable=False: a broadcast view or a frozen array); pass a writable copy, np.array(a)"
+    return None
+
+
+def free_memory(device: str) -> int | None:
+    return host_free()
 
 
 def hidden(x, w1, out=None):

@@ -100,10 +100,49 @@ class Problem:
 def check_lr(lr: object) -> float:
     """Return ``lr`` as a float if it is a finite real number, else raise ProblemError."""
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
-        raise ProblemError(f"learning rate must be a finite real number, got {lr!r}")
-    if not math.isfinite(lr):
-        raise ProblemError(f"learning rate must be finite, got {lr!r}")
-    return float(lr)
+        raise ProblemError(f"learning rate must be a finite real number, got {_short_repr(lr)}")
+    try:
+        value = float(lr)
+    except OverflowError:  # an int beyond the float range, e.g. 10**400
+        value = math.inf
+    if not math.isfinite(value):
+        raise ProblemError(f"learning rate must be a finite real number, got {_short_repr(lr)}")
+    return value
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit // 2]}... ({len(text)} characters)"
+
+
+# Allocator slack over the live arrays counted below: freed blocks the process has not returned.
+MEMORY_HEADROOM = 1.5
+
+
+def memory_needed(problem: Problem, *, check: bool = True, on_host: bool = True) -> int:
+    """Bytes a run of ``problem`` holds at its peak, with headroom: what a size is refused on before allocating.
+
+    On its device: x, y, both weights twice (the originals every benchmark round restores
+    from, and the working copies) and every intermediate of a step, temporaries included.
+    Where the device is the host (``on_host``), the host's arrays count too: with ``check``
+    (the perf suite's reference check) every intermediate once in the problem's dtype, kept
+    for the whole run, and once more in float64 with the reference's weight update; without
+    it, the drawn inputs, which are freed before the first step.
+    """
+    N, D_in, H, D_out = problem.shape
+    weights = D_in * H + H * D_out
+    inputs = N * D_in + N * D_out + weights
+    device = (N * D_in + 3 * N * D_out + 4 * weights + 5 * N * H) * problem.itemsize
+    if not on_host:
+        total = device
+    elif check:
+        intermediates = N * D_in + 3 * N * D_out + 2 * weights + 4 * N * H
+        total = device + intermediates * problem.itemsize + (intermediates + 2 * weights) * 8
+    else:
+        # Drawn in float64 one at a time, cast, then copied to the device: both copies at once.
+        largest = max(N * D_in, N * D_out, D_in * H, H * D_out)
+        total = max(device, 2 * inputs * problem.itemsize + 8 * largest)
+    return int(MEMORY_HEADROOM * total)
 
 
 def _model(p: Problem, stage: str) -> tuple[int, int]:

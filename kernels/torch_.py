@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DeviceUnavailableError, DTypeError
+from .memory import host_free
 
 FAMILY = "torch"
 # Stages whose out= form needs no scratch= here (the workspace holds none for them).
@@ -100,7 +101,28 @@ def synchronize(device) -> None:
 def describe(a) -> tuple[tuple[int, ...], str, str]:
     if torch is None or not isinstance(a, torch.Tensor):
         raise DTypeError(f"expected a torch.Tensor, got {type(a).__module__}.{type(a).__qualname__}")
+    if a.requires_grad and torch.is_grad_enabled():
+        # out= and in-place writes refuse autograd tensors; the stages compute gradients by hand.
+        raise DTypeError("expected a tensor that does not require grad (the stages compute gradients by hand); "
+                         "pass a.detach() or call under torch.no_grad()")
     return tuple(a.shape), str(a.dtype).removeprefix("torch."), str(a.device)
+
+
+def unwritable(a) -> str | None:
+    if a.is_inference() and not torch.is_inference_mode_enabled():
+        return "it is an inference tensor, which cannot be written outside torch.inference_mode(); pass a.clone()"
+    if any(stride == 0 and size > 1 for stride, size in zip(a.stride(), a.shape)):
+        return "several of its elements share one memory location (an expand()ed view); pass a.clone()"
+    return None
+
+
+def free_memory(device) -> int | None:
+    """Bytes free on the host (cpu) or the CUDA device; None for MPS, whose share of memory is not known."""
+    if device.type == "cpu":
+        return host_free()
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return None
 
 
 def hidden(x, w1, out=None):

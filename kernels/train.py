@@ -31,16 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         problem = parse_problem(args.size, args.dtype)
         b = backend(args.backend, args.dtype)
+        b.check_fits(problem)  # before anything of that size is allocated
         lr = problem.lr if args.lr is None else args.lr
         inputs = {k: b.asarray(v) for k, v in problem.inputs().items()}
-        params = (inputs["w1"], inputs["w2"])
-        b.train_step(params, inputs["x"], inputs["y"], lr)  # validates the arguments
+        params, x, y = (inputs["w1"], inputs["w2"]), inputs["x"], inputs["y"]
+        lr = b.check_step(params, x, y, lr)
     except KernelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # Start again from the drawn weights: the validating step above is not one of the steps.
-    inputs = {k: b.asarray(v) for k, v in problem.inputs().items()}
-    params, x, y = (inputs["w1"], inputs["w2"]), inputs["x"], inputs["y"]
     print(f"{b.name} on {b.device_name}, {problem.name} (N, D_in, H, D_out = {problem.shape}), {b.dtype}, lr {lr:g}")
     b.synchronize()
     start = time.perf_counter()

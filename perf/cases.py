@@ -265,11 +265,9 @@ def probe_problem(stage: str, on_host: bool, dtype: str) -> Problem:
     return Problem(n, n, 1, 1, dtype=dtype, name=f"copy{n}")
 
 
-def memory_needed(problem: Problem) -> int:
-    """Bytes a stage or step benchmark of ``problem`` holds on its device, with some headroom."""
-    N, D_in, H, D_out = problem.shape
-    elements = N * D_in + 3 * N * D_out + 4 * (D_in * H + H * D_out) + 4 * N * H
-    return int(1.25 * elements * problem.itemsize)
+def memory_needed(problem: Problem, on_host: bool = True) -> int:
+    """Bytes a stage or step benchmark of ``problem`` holds, with its reference check where that shares the device's memory."""
+    return kernels.memory_needed(problem, check=True, on_host=on_host)
 
 
 def free_memory(b: kernels.Backend) -> int | None:

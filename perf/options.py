@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from .gate import GateError, parse_threshold
 from .results import Metric
 
 TIMERS = ("auto", "sync", "events")
+HISTORY = 5  # default of ini perf_history
 
 # name -> (default, help); the ini key is the name with "-" turned into "_".
 OPTIONS: dict[str, tuple[str, str]] = {
@@ -35,8 +37,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
                     "or cycles per call counted under valgrind's callgrind (CPU backends: deterministic)"),
     "perf-processes": ("6", "fresh processes each benchmark is measured in, one after the other, each with its share of "
                        "--benchmark-max-time; the gate compares processes, not rounds (1: this process only)"),
-    "perf-report-json": ("", "write the gate's verdicts as JSON to this path"),
-    "perf-report-md": ("", "write the gate's verdicts as Markdown to this path (e.g. $GITHUB_STEP_SUMMARY)"),
+    "perf-report-json": ("", "write the gate's verdicts as JSON to this path (its directory must exist and be writable)"),
+    "perf-report-md": ("", "append the gate's verdicts as Markdown to this path, e.g. $GITHUB_STEP_SUMMARY "
+                       "(its directory must exist and be writable)"),
 }
 FLAGS: dict[str, str] = {
     "perf-allow-foreign-baseline": "compare against a baseline recorded on a different machine fingerprint",
@@ -52,8 +55,9 @@ def add_options(parser: pytest.Parser) -> None:
     for name, text in FLAGS.items():
         group.addoption(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=text)
         parser.addini(name.replace("-", "_"), help=text, type="bool", default=False)
-    parser.addini("perf_history", default="5",
-                  help="saved runs of this machine whose spread sets the run-to-run drift floor of the gate (default 5)")
+    parser.addini("perf_history", default=None,
+                  help=f"saved runs of this machine whose spread sets the run-to-run drift floor of the gate: "
+                       f"a positive integer (default {HISTORY})")
     parser.addini("perf_thresholds", type="linelist", default=[],
                   help="per-benchmark thresholds, one 'PATTERN = 25%' a line; PATTERN is an fnmatch pattern "
                        "over benchmark ids (e.g. seed-relu-*) or a group name (e.g. 'seed relu')")
@@ -87,7 +91,7 @@ class Settings:
     report_md: str
     allow_foreign_baseline: bool
     save_failed: bool
-    history: int = 5
+    history: int = HISTORY             # ini perf_history: saved runs whose spread sets the drift floor
 
 
 def _split(text: str, separators: str = ",") -> list[str]:
@@ -154,18 +158,78 @@ def settings(config: pytest.Config) -> Settings:
             thresholds.append((pattern.strip(), parse_threshold(value.strip())))
         except GateError as exc:
             raise pytest.UsageError(f"ini option perf_thresholds line {line!r}: {exc}") from None
+    history = _ini(config, "perf_history", _parse_history, HISTORY,
+                   f"expected a positive integer, the number of saved runs (default {HISTORY})")
+
     def flag(name: str) -> bool:
         value = config.getoption(name)
-        return bool(value if value is not None else config.getini(name))
+        if value is not None:
+            return bool(value)
+        return _ini(config, name, _parse_bool, False, "expected true or false (or yes/no, on/off, 1/0)")
 
     # Each once: a repeated name would run twice under ids pytest renames (no baseline matches them).
     return Settings(
         backends=tuple(dict.fromkeys(backends)), sizes=tuple(sizes), dtypes=tuple(dict.fromkeys(dtypes)),
         threads=threads, timer=timer, metric=metric, processes=processes,
         threshold=threshold, alpha=alpha, thresholds=tuple(thresholds),
-        report_json=_raw(config, "perf-report-json")[0], report_md=_raw(config, "perf-report-md")[0],
-        allow_foreign_baseline=flag("perf_allow_foreign_baseline"), save_failed=flag("perf_save_failed"),
+        report_json=parse("perf-report-json", _check_report_path), report_md=parse("perf-report-md", _check_report_path),
+        allow_foreign_baseline=flag("perf_allow_foreign_baseline"), save_failed=flag("perf_save_failed"), history=history,
     )
+
+
+def _ini(config: pytest.Config, key: str, parse, default, accepted: str):
+    """An ini-only value, parsed; unset is ``default``, a bad one a one-line UsageError naming the key."""
+    try:
+        value = config.getini(key)
+    except (pytest.UsageError, ValueError) as exc:  # pytest's own parsing of a typed value: 'maybe' for a bool
+        raise pytest.UsageError(f"ini option {key}: {exc}; {accepted}") from None
+    if value is None or value == "":
+        return default
+    try:
+        return parse(value)
+    except ValueError:
+        raise pytest.UsageError(f"ini option {key}={value!r}: {accepted}") from None
+
+
+def _parse_history(value: object) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdecimal() or int(text) < 1:
+        raise ValueError(value)
+    return int(text)
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("y", "yes", "t", "true", "on", "1"):
+        return True
+    if text in ("n", "no", "f", "false", "off", "0"):
+        return False
+    raise ValueError(value)
+
+
+def _check_report_path(text: str) -> str:
+    """A report path the run can write at its end, checked now; nothing is created."""
+    if not text:
+        return text
+    try:
+        return _writable(Path(text))
+    except OSError as exc:  # a name too long, a loop of links
+        raise ValueError(f"cannot be checked: {exc.strerror or exc}") from None
+
+
+def _writable(path: Path) -> str:
+    if path.is_dir():
+        raise ValueError("is a directory; give a file path")
+    folder = path.parent
+    if not folder.exists():
+        raise ValueError(f"directory {str(folder)!r} does not exist; give a file in an existing directory")
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is not a directory; give a file in an existing directory")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{str(path if path.exists() else folder)!r} is not writable here")
+    return str(path)
 
 
 def _parse_backends(text: str) -> list[str]:
@@ -192,7 +256,7 @@ def _parse_dtypes(text: str) -> list[str]:
 def _parse_threads(text: str) -> int:
     if text.strip() == "auto":
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if text.strip().isdigit() and int(text) > 0:
+    if text.strip().isdecimal() and int(text) > 0:
         return int(text)
     raise ValueError("expected a positive integer or 'auto'")
 

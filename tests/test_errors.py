@@ -20,7 +20,9 @@ from kernels import (
     KernelError,
     Problem,
     ProblemError,
+    ReadOnlyError,
     ShapeError,
+    TooLargeError,
     UnknownNameError,
     check,
 )
@@ -31,18 +33,21 @@ STAGES = kernels.STAGES
 OUT_STAGES = tuple(stage for stage in STAGES if SIGNATURES[stage][1])
 # N, D_in, H, D_out all different, so every shape names its dims unambiguously.
 SMALL = "2,3,4,5"
-BAD_LRS = (math.nan, math.inf, -math.inf, "0.1", None, True, [1e-6])
+BAD_LRS = (math.nan, math.inf, -math.inf, "0.1", None, True, [1e-6], 10**400, -(10**400), np.float64("nan"), 1e-6j)
 BUILTIN = {
     UnknownNameError: ValueError,
     DeviceUnavailableError: RuntimeError,
     ShapeError: ValueError,
     DTypeError: TypeError,
     ProblemError: ValueError,
+    ReadOnlyError: ValueError,
+    TooLargeError: MemoryError,
 }
 
 
 def lr_id(lr) -> str:
-    return repr(lr)
+    text = repr(lr)
+    return text if len(text) < 20 else f"{text[:8]}...{len(text)}chars"
 
 
 @functools.cache
@@ -94,6 +99,13 @@ def test_unknown_backend(name: str) -> None:
     with pytest.raises(UnknownNameError) as excinfo:
         kernels.backend(name)
     message(excinfo, repr(name), *kernels.known_backends())
+
+
+@pytest.mark.parametrize("name", (None, 3, b"numpy", ["numpy"]), ids=repr)
+def test_backend_name_not_a_string(name) -> None:
+    with pytest.raises(UnknownNameError) as excinfo:
+        kernels.backend(name)
+    message(excinfo, "string", repr(name), *kernels.known_backends())
 
 
 @pytest.mark.parametrize("dtype", ("float16", "int32", "f32", ""))
@@ -339,7 +351,7 @@ def test_parse_problem_bad_size(spec: str, dim: str) -> None:
 
 
 def lr_words(lr) -> tuple[str, ...]:
-    return ("learning rate", "finite", repr(lr))
+    return ("learning rate", "finite", repr(lr)[:20])
 
 
 @pytest.mark.parametrize("lr", BAD_LRS, ids=lr_id)
@@ -417,3 +429,127 @@ def test_train_step_mixed_dtype(name: str) -> None:
         b.train_step(params, x, y, 1e-3)
     message(excinfo, "train_step", "y", "float64", "float32")
     assert_unchanged(b, params, before, "train_step")
+
+
+def test_a_huge_lr_is_named_in_a_short_line() -> None:
+    with pytest.raises(ProblemError) as excinfo:
+        Problem(2, 3, 4, 5, lr=10**400)
+    assert len(message(excinfo, "learning rate", "1000000", "401 characters")) < 200
+
+
+@pytest.mark.parametrize("params", [(1, 2, 3), (), None, "w1w2"], ids=repr)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_train_step_params_not_a_pair(name: str, params) -> None:
+    b = backend(name)
+    _, x, y = step_args(b)
+    with pytest.raises((ShapeError, DTypeError)) as excinfo:
+        b.train_step(params, x, y, 1e-3)
+    message(excinfo, "train_step", "params", "(w1, w2)")
+
+
+@pytest.mark.parametrize("count", (1, 3))
+@pytest.mark.parametrize("name", BACKENDS)
+def test_train_step_params_of_another_length(name: str, count: int) -> None:
+    """Three weights (or one) are refused before any is updated."""
+    b = backend(name)
+    (w1, w2), x, y = step_args(b)
+    params = (w1, w2, w2)[:count]
+    before = snapshot(b, params)
+    with pytest.raises(ShapeError) as excinfo:
+        b.train_step(params, x, y, 1e-3)
+    message(excinfo, "train_step", "(w1, w2)", str(count))
+    assert_unchanged(b, params, before, "train_step")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_train_step_params_as_one_array(name: str) -> None:
+    b = backend(name)
+    (w1, _), x, y = step_args(b)
+    with pytest.raises(DTypeError) as excinfo:
+        b.train_step(w1, x, y, 1e-3)
+    message(excinfo, "train_step", "params", "(w1, w2)")
+
+
+# ---- arrays that cannot be written -------------------------------------------------------------------
+
+
+def read_only_forms(b: kernels.Backend, a: np.ndarray) -> dict[str, object]:
+    """``a`` on ``b`` in every form that cannot be written in place, by the reason the message gives."""
+    if b.raw.FAMILY == "numpy":
+        frozen = b.asarray(a)
+        frozen.flags.writeable = False
+        return {"read-only": frozen, "writable copy": np.broadcast_to(b.asarray(a[:1]), a.shape)}
+    with torch.inference_mode():
+        inference = b.asarray(a)
+    return {"inference tensor": inference, "expand": b.asarray(a[:1]).expand(*a.shape)}
+
+
+@pytest.mark.parametrize("stage", OUT_STAGES)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_read_only_out(name: str, stage: str) -> None:
+    """An out= buffer that cannot be written: ReadOnlyError naming the stage, out= and why; nothing written."""
+    b = backend(name)
+    args = stage_args(b, stage)
+    shape = b.raw.describe(getattr(b, stage)(*args))[0]
+    for why, out in read_only_forms(b, np.full(shape, 7.0, dtype=b.dtype)).items():
+        with pytest.raises(ReadOnlyError) as excinfo:
+            call(b, stage, args, out=out)
+        message(excinfo, stage, "out=", why)
+        assert (b.to_numpy(out) == 7.0).all()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_read_only_weight(name: str) -> None:
+    """sgd_update and train_step refuse a weight they cannot update in place, before touching anything."""
+    b = backend(name)
+    v = values(b.dtype)
+    for why, w in read_only_forms(b, v["w1"]).items():
+        grad = b.asarray(v["grad_w1"])
+        with pytest.raises(ReadOnlyError) as excinfo:
+            b.sgd_update(w, grad, 1e-3)
+        message(excinfo, "sgd_update", "w ", why)
+    for which in ("w1", "w2"):
+        for why, w in read_only_forms(b, v[which]).items():
+            params, x, y = step_args(b)
+            params = (w, params[1]) if which == "w1" else (params[0], w)
+            before = snapshot(b, params)
+            with pytest.raises(ReadOnlyError) as excinfo:
+                b.train_step(params, x, y, 1e-3)
+            message(excinfo, "train_step", which, why)
+            assert_unchanged(b, params, before, "train_step")
+
+
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n.startswith("torch")])
+def test_tensor_requiring_grad(name: str) -> None:
+    """The stages compute gradients by hand: a tensor that requires grad is refused (torch would raise for out= and
+    in-place updates), and accepted under torch.no_grad()."""
+    b = backend(name)
+    args = stage_args(b, "hidden")
+    args[1].requires_grad_(True)
+    with pytest.raises(DTypeError) as excinfo:
+        b.hidden(*args, out=b.asarray(np.zeros((2, 4))))
+    message(excinfo, "hidden", "w1", "require grad", "detach")
+    w, grad = stage_args(b, "sgd_update")
+    w.requires_grad_(True)
+    with pytest.raises(DTypeError):
+        b.sgd_update(w, grad, 1e-3)
+    with torch.no_grad():
+        b.sgd_update(w, grad, 1e-3)
+
+
+# ---- sizes that do not fit ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_size_beyond_free_memory_is_refused(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = kernels.backend(name)
+    problem = kernels.parse_problem("1000,1000,1000,1000")
+    needed = kernels.memory_needed(problem, check=False, on_host=b.device_name == "cpu")
+    monkeypatch.setattr(b.raw, "free_memory", lambda device: needed - 1)
+    with pytest.raises(TooLargeError) as excinfo:
+        b.check_fits(problem)
+    message(excinfo, "1000x1000x1000x1000", b.device_name, "free")
+    monkeypatch.setattr(b.raw, "free_memory", lambda device: needed)
+    b.check_fits(problem)
+    monkeypatch.setattr(b.raw, "free_memory", lambda device: None)  # unknown: not refused
+    b.check_fits(problem)

@@ -27,7 +27,8 @@ SIZES = ("seed", "compute", *ODD_SIZES)
 # Stages that write a result array and so take ``out=`` (loss returns a scalar, sgd_update works in place).
 OUT_STAGES = tuple(stage for stage in STAGES if SIGNATURES[stage][1])
 # What kernels/__init__.py's docstring asks of a backend module.
-MODULE_NAMES = (*STAGES, "open_device", "devices", "asarray", "to_numpy", "copy", "synchronize", "describe")
+MODULE_NAMES = (*STAGES, "open_device", "devices", "asarray", "to_numpy", "copy", "synchronize", "describe", "unwritable",
+                "free_memory")
 TRAIN_STEPS = 50
 
 

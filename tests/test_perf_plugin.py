@@ -193,6 +193,11 @@ OPTION_ERRORS = [
     (["--perf-threshold", "10"], "ERROR: --perf-threshold='10': ambiguous threshold '10': write '10%' for a percentage"),
     (["--perf-timer", "fast"], "ERROR: --perf-timer='fast': unknown timer; valid: auto, sync, events"),
     (["-o", "perf_backend=foo"], "ERROR: ini option perf_backend='foo': unknown backend 'foo'; valid: numpy, torch-cpu"),
+    (["-o", "perf_history=1.5"], "ERROR: ini option perf_history='1.5': expected a positive integer"),
+    (["-o", "perf_allow_foreign_baseline=maybe"],
+     "ERROR: ini option perf_allow_foreign_baseline: invalid truth value 'maybe'; expected true or false"),
+    (["--perf-report-json=/nonexistent/dir/v.json"], "ERROR: --perf-report-json='/nonexistent/dir/v.json': directory "
+                                                     "'/nonexistent/dir' does not exist"),
 ]
 
 

@@ -7,6 +7,7 @@ No test here reads a clock to decide anything: timing belongs in the benchmarks.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from types import SimpleNamespace
@@ -136,6 +137,84 @@ def test_settings_errors_say_where_the_bad_value_came_from(where, config, messag
     with pytest.raises(pytest.UsageError) as info:
         settings(config)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_settings_read_perf_history_as_a_positive_integer():
+    assert settings(OptionsConfig()).history == 5
+    assert settings(OptionsConfig(ini={"perf_history": "12"})).history == 12
+    assert settings(OptionsConfig(ini={"perf_history": " 1 "})).history == 1
+
+
+@pytest.mark.parametrize("value", ("abc", "1.5", "0", "-1", "\u00b2", "5 runs"))
+def test_a_bad_perf_history_is_a_one_line_error_naming_the_key(value):
+    with pytest.raises(pytest.UsageError) as info:
+        settings(OptionsConfig(ini={"perf_history": value}))
+    assert str(info.value) == f"ini option perf_history={value!r}: expected a positive integer, the number of saved runs " \
+                              "(default 5)"
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("Yes", True), ("on", True), ("1", True), ("false", False),
+                                             ("off", False), ("0", False), (True, True), (False, False)])
+def test_the_foreign_baseline_flag_reads_the_ini_as_pytest_does(value, expected):
+    assert settings(OptionsConfig(ini={"perf_allow_foreign_baseline": value})).allow_foreign_baseline is expected
+    assert settings(OptionsConfig(ini={"perf_allow_foreign_baseline": value}, perf_allow_foreign_baseline=True)) \
+        .allow_foreign_baseline is True
+
+
+class RaisingIniConfig(OptionsConfig):
+    """pytest's own reading of a bool ini value: a ValueError (pytest 8) or a UsageError (pytest 9) without the key."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def getini(self, key):
+        if key == "perf_allow_foreign_baseline":
+            raise self.error
+        return super().getini(key)
+
+
+@pytest.mark.parametrize("error", (ValueError("invalid truth value 'maybe'"),
+                                   pytest.UsageError("invalid truth value 'maybe'")), ids=("pytest 8", "pytest 9"))
+def test_a_bad_foreign_baseline_flag_names_the_key_and_what_is_accepted(error):
+    with pytest.raises(pytest.UsageError) as info:
+        settings(RaisingIniConfig(error))
+    assert str(info.value) == "ini option perf_allow_foreign_baseline: invalid truth value 'maybe'; " \
+                              "expected true or false (or yes/no, on/off, 1/0)"
+    with pytest.raises(pytest.UsageError, match=r"^ini option perf_allow_foreign_baseline='maybe': expected true or false"):
+        settings(OptionsConfig(ini={"perf_allow_foreign_baseline": "maybe"}))
+
+
+@pytest.mark.parametrize("option", ("perf_report_json", "perf_report_md"))
+def test_report_paths_are_checked_at_start_and_nothing_is_created(option, tmp_path):
+    flag = "--" + option.replace("_", "-")
+    cases = {
+        str(tmp_path / "missing" / "v.json"): f"directory {str(tmp_path / 'missing')!r} does not exist",
+        str(tmp_path): "is a directory; give a file path",
+        str(tmp_path / "file.txt" / "v.json"): f"{str(tmp_path / 'file.txt')!r} is not a directory",
+        "x" * 5000: "cannot be checked: File name too long",
+    }
+    (tmp_path / "file.txt").write_text("")
+    for path, why in cases.items():
+        with pytest.raises(pytest.UsageError) as info:
+            settings(OptionsConfig(**{option: path}))
+        assert str(info.value).startswith(f"{flag}={path!r}: {why}") and "\n" not in str(info.value), str(info.value)
+    with pytest.raises(pytest.UsageError, match=f"^ini option {option}="):
+        settings(OptionsConfig(ini={option: str(tmp_path)}))
+    good = tmp_path / "report.out"
+    assert getattr(settings(OptionsConfig(**{option: str(good)})), option.removeprefix("perf_")) == str(good)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # nothing created, not even the good one
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_a_report_in_a_read_only_directory_is_refused(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    try:
+        with pytest.raises(pytest.UsageError, match=r"is not writable here$"):
+            settings(OptionsConfig(perf_report_json=str(folder / "v.json")))
+    finally:
+        folder.chmod(0o700)
 
 
 @pytest.mark.parametrize("option, value", [("perf_backend", "numpy,numpy"), ("perf_dtype", "float32,float32"),

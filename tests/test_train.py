@@ -88,3 +88,17 @@ def test_bad_option_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixt
         main(argv)
     assert excinfo.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_size_beyond_memory_exits_2_before_allocating(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    """Refused on the estimate, with one line giving both sizes: no input of that size is ever drawn."""
+    def draw(problem):
+        raise AssertionError(f"inputs drawn for {problem.name}")
+
+    monkeypatch.setattr(kernels.Problem, "inputs", draw)
+    huge = "1000000000,1000000000,1000000000,1000000000"
+    assert main(["--size", huge, "--steps", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith("error: size 1000000000x1000000000x1000000000x1000000000 needs about "), captured.err
+    assert "PiB on cpu" in captured.err and "free; choose a smaller size" in captured.err

@@ -150,6 +150,14 @@ def test_permissions_concurrency_and_pinned_actions(name: str) -> None:
             assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+", step["uses"]), step["uses"]
 
 
+def make_recipe(target: str) -> list[str]:
+    """The command lines of a Makefile target's recipe."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)+)", text, re.M)
+    assert match, f"no recipe for {target} in the Makefile"
+    return [line.strip() for line in match.group(1).splitlines()]
+
+
 def test_tests_workflow_runs_lint_and_the_readme_test_command_on_every_supported_python() -> None:
     doc = load("tests.yml")
     assert {"push", "pull_request"} <= set(doc["on"])
@@ -157,8 +165,11 @@ def test_tests_workflow_runs_lint_and_the_readme_test_command_on_every_supported
     assert "ruff check ." in lines
     command = "pytest -n auto tests perf"
     assert command in lines
-    assert command in (ROOT / ".ci" / "run").read_text(), ".ci/run and the workflow must run the same test command"
     assert command in (ROOT / "README.md").read_text(), "the README's test command"
+    assert make_recipe("test")[-1].endswith(f" {command}"), "make test runs the README's test command"
+    ci_run = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "make test" in ci_run and "make lint" in ci_run, ".ci/run runs the test command through make, and the linter"
+    assert make_recipe("lint") == ['$(IN_VENV) ruff check .']
     minimum = re.search(r'requires-python\s*=\s*">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text()).group(1)
     versions = doc["jobs"]["test"]["strategy"]["matrix"]["python-version"]
     assert minimum in versions and len(versions) >= 3
