@@ -11,7 +11,6 @@ the result against the float64 reference before anything is timed.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -263,19 +262,3 @@ def probe_problem(stage: str, on_host: bool, dtype: str) -> Problem:
         return Problem(n, n, n, 1, dtype=dtype, name=f"peak{n}")
     n = 8192 if on_host else 16384  # a copy of 256 MiB (host) or 1 GiB (device) in float32
     return Problem(n, n, 1, 1, dtype=dtype, name=f"copy{n}")
-
-
-def memory_needed(problem: Problem, on_host: bool = True) -> int:
-    """Bytes a stage or step benchmark of ``problem`` holds, with its reference check where that shares the device's memory."""
-    return kernels.memory_needed(problem, check=True, on_host=on_host)
-
-
-def free_memory(b: kernels.Backend) -> int | None:
-    """Bytes free on the backend's device now, where that can be known."""
-    if b.device_name == "cpu":
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if b.device_name.startswith("cuda"):
-        import torch
-
-        return torch.cuda.mem_get_info(b.device)[0]
-    return None
