@@ -31,6 +31,9 @@ from .results import Process, Result
 
 CHILD_ENV = machine.CHILD_ENV         # set in a child: it measures and never spawns
 PROGRESS_ENV = "PERF_CHILD_PROGRESS"  # a file the child appends each benchmark's node id to as it starts it
+# Set in the children of --perf-processes: the parent checks every result against the reference
+# before it records what they measured, so they do not check again (a check is a float64 step).
+CHECKED_ENV = "PERF_CHECKED_BY_PARENT"
 PROGRESS_LINE = re.compile(r"[.sFExX]+( *\[ *\d+%\])?")
 STATISTIC = "min"                     # what each process contributes to the gate (see process-variation.md)
 CHILD_OK = (0, 7)                     # a child's exit codes that still give results: pass, a failed check
@@ -43,6 +46,10 @@ class ChildError(Exception):
 
 def is_child() -> bool:
     return os.environ.get(CHILD_ENV) == "1"
+
+
+def checked_by_parent() -> bool:
+    return os.environ.get(CHECKED_ENV) == "1"
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,7 @@ def run_processes(nodeids: Sequence[str], s: Settings, budget: Budget, count: in
         for k in range(1, count + 1):
             json_path, progress, output = work / f"{k}.json", work / f"{k}.progress", work / f"{k}.log"
             cmd = [*wrap, *command(nodeids, s, budget.share(count), json_path, work / "storage", rootdir, parent_args)]
-            env = machine.child_env(s.threads, **{CHILD_ENV: "1", PROGRESS_ENV: str(progress)})
+            env = machine.child_env(s.threads, **{CHILD_ENV: "1", CHECKED_ENV: "1", PROGRESS_ENV: str(progress)})
             start = time.perf_counter()
             with open(output, "w", encoding="utf-8", errors="replace") as out:
                 rc = _run(cmd, cwd, env, out)
