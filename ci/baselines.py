@@ -89,9 +89,9 @@ def class_slug(runner_class: str | Sequence[str]) -> str:
 def machine_id() -> str:
     """The subfolder pytest-benchmark saves into, for this interpreter: the benchmark processes run
     with the same Python as the ci command."""
-    from pytest_benchmark.utils import get_machine_id
+    from perf import pb
 
-    return get_machine_id()
+    return pb.machine_id()
 
 
 class Store:

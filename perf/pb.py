@@ -7,7 +7,7 @@ Checked against pytest-benchmark 5.1 to 5.3 (pyproject.toml pins ``<6``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,7 @@ import pytest
 # What this module reads or writes, by object: the adapter test asserts each is still there.
 FIXTURE_ATTRIBUTES = ("_timer", "_min_time", "_max_time", "_min_rounds", "_make_stats", "_mode", "disabled", "extra_info",
                       "fullname", "group", "stats")
-SESSION_ATTRIBUTES = ("storage", "compare", "compared_mapping", "save", "autosave", "json", "disabled", "logger",
-                      "machine_id", "benchmarks", "handle_loading")
+SESSION_ATTRIBUTES = ("storage", "save", "autosave", "disabled", "logger")
 FILE_STORAGE_ATTRIBUTES = ("path", "default_machine_id", "save", "query", "load")
 
 
@@ -71,10 +70,17 @@ def open_storage(config: pytest.Config):
     """The storage --benchmark-storage names, opened as pytest-benchmark opens it, before its session
     exists (its pytest_configure, which loads --benchmark-compare, runs after the suite's)."""
     from pytest_benchmark.logger import Logger
-    from pytest_benchmark.utils import get_machine_id, load_storage
+    from pytest_benchmark.utils import load_storage
 
     return load_storage(config.getoption("benchmark_storage"), logger=Logger(Logger.QUIET, config=config),
-                        default_machine_id=get_machine_id(), netrc=config.getoption("benchmark_netrc", None))
+                        default_machine_id=machine_id(), netrc=config.getoption("benchmark_netrc", None))
+
+
+def machine_id() -> str:
+    """The subfolder pytest-benchmark's file storage saves into for this interpreter (Linux-CPython-3.11-64bit)."""
+    from pytest_benchmark.utils import get_machine_id
+
+    return get_machine_id()
 
 
 def is_file_storage(storage) -> bool:
@@ -136,11 +142,6 @@ def replace_save(bs, save: Callable[[dict, str], None]) -> bool:
         return False
     bs.storage.save = save
     return True
-
-
-def compared_runs(bs) -> Iterable[tuple[str, dict]]:
-    """(path, {fullname: benchmark}) of what pytest-benchmark loaded for --benchmark-compare."""
-    return list((bs.compared_mapping or {}).items())
 
 
 def warn(bs, message: str) -> None:
