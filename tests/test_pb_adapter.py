@@ -70,8 +70,8 @@ def test_saving_goes_through_the_suite_and_cancelling_it_works():
 def test_the_file_storage_is_opened_listed_and_queried_as_compare_names_runs(tmp_path):
     options = {"benchmark_storage": f"file://{tmp_path}", "benchmark_netrc": None, "benchmark_compare": [],
                "benchmark_max_time": "0.5", "benchmark_min_time": "0.0001", "benchmark_min_rounds": 10}
-    config = SimpleNamespace(option=SimpleNamespace(**options), getoption=lambda k, d=None: options.get(k, d),
-                             pluginmanager=SimpleNamespace(getplugin=lambda name: None))
+    config = SimpleNamespace(option=SimpleNamespace(**options), pluginmanager=SimpleNamespace(getplugin=lambda name: None))
+    config.getoption = lambda key, default=None: getattr(config.option, key, default)
     storage = pb.open_storage(config)
     missing = [a for a in pb.FILE_STORAGE_ATTRIBUTES if not hasattr(storage, a)]
     assert not missing and pb.is_file_storage(storage), missing
