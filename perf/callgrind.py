@@ -182,17 +182,15 @@ def parse_dump(path: str | os.PathLike) -> Dump:
     """
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
+        head, tail = _read_ends(name)
     except OSError as exc:
         raise CallgrindError(f"{name}: cannot read callgrind output: {exc.strerror or exc}") from None
-    if not text.startswith(("# callgrind format", "version:")):
+    if not head or not head[0].startswith(("# callgrind format", "version:")):
         raise CallgrindError(f"{name}: not a callgrind output file (no '# callgrind format' header)")
     header: dict[str, str] = {}
     caches: list[str] = []
     trigger = ""
-    totals_text = None
-    for line in text.splitlines():
+    for line in head:
         key, sep, value = line.partition(":")
         if not sep or " " in key:
             continue
@@ -203,10 +201,13 @@ def parse_dump(path: str | os.PathLike) -> Dump:
                 trigger = detail.strip()
             elif what.endswith("cache"):
                 caches.append(value)
-        elif key == "totals":
-            totals_text = value
         elif key not in header:
             header[key] = value
+    totals_text = None
+    for line in reversed(tail):
+        if line.startswith("totals:"):
+            totals_text = line[len("totals:"):].strip()
+            break
     if "events" not in header:
         raise CallgrindError(f"{name}: damaged callgrind output: no 'events:' line")
     events = tuple(header["events"].split())
@@ -225,6 +226,36 @@ def parse_dump(path: str | os.PathLike) -> Dump:
 
     return Dump(name, number("pid"), number("part"), trigger, events, Counters.from_events(events, totals),
                 Counters.from_events(events, summary), tuple(caches))
+
+
+_BODY = (b"ob=", b"fl=", b"fi=", b"fe=", b"fn=", b"cob=", b"cfi=", b"cfl=", b"cfn=", b"calls=", b"jump=", b"jcnd=")
+_HEADER_LINES = 1000
+_LINE_BYTES = 8192
+_TAIL_BYTES = 4096
+
+
+def _read_ends(name: str) -> tuple[list[str], list[str]]:
+    """The header lines (up to the first cost line) and the last few KiB of a callgrind file.
+
+    Reads in bounded pieces, never the whole body: the process that counts reads its dumps
+    between benchmarks, and allocations sized by a dump's content would shift the heap
+    layout, and with it the counts, of the benchmarks after it.
+    """
+    head: list[bytes] = []
+    with open(name, "rb") as fh:
+        for _ in range(_HEADER_LINES):
+            raw = fh.readline(_LINE_BYTES)
+            if not raw or raw.startswith(_BODY) or raw[:1] in b"0123456789+-*":
+                break
+            head.append(raw)
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - _TAIL_BYTES))
+        tail = fh.read(_TAIL_BYTES)
+    return [_text(b) for b in head], [_text(b) for b in tail.splitlines()]
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").rstrip("\r\n")
 
 
 _DUMP_FILE = re.compile(re.escape(OUT_PREFIX) + r"(\d+)(?:\.(\d+))?")
@@ -272,13 +303,15 @@ class Launch:
     The caches are fixed (valgrind otherwise copies the host's, so counts would follow the
     machine): 32 KiB 8-way L1s and an 8 MiB 16-way LL, 64-byte lines, as pythonspeed.com's
     "consistent benchmarking in CI" and CPython's benchmark tooling use. ``no_aslr`` runs valgrind
-    under ``setarch -R``; ``hash_seed`` fixes PYTHONHASHSEED.
+    under ``setarch -R``; ``hash_seed`` fixes PYTHONHASHSEED (None: leave it random);
+    ``clean_env`` passes the child only the variables ``environment`` keeps.
     """
 
     cache_sim: bool = True
     branch_sim: bool = True
     no_aslr: bool = True
     hash_seed: str | None = "0"
+    clean_env: bool = True
     i1: str = "32768,8,64"
     d1: str = "32768,8,64"
     ll: str = "8388608,16,64"
@@ -308,17 +341,27 @@ def command(argv: Sequence[str], out_dir: str | os.PathLike, launch: Launch = La
 
 
 THREADS_1 = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# What a clean environment keeps of the caller's: what finds the interpreter, its packages and a
+# compiler. Everything else (CI run ids, branch names, terminal and session variables) changes
+# from run to run, and the environment's size moves the child's memory layout and its counts.
+KEEP_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+            "XDG_CACHE_HOME", "CC")
 
 
-def environment(out_dir: str | os.PathLike, base: Mapping[str, str] | None = None,
-                launch: Launch = Launch()) -> dict[str, str]:
-    """The child's environment: ``base`` (default os.environ) with the dump directory, one thread
-    per pool (spinning worker threads would be counted) and the fixed hash seed."""
-    env = dict(os.environ if base is None else base)
+def environment(out_dir: str | os.PathLike, base: Mapping[str, str] | None = None, launch: Launch = Launch(),
+                keep: Iterable[str] = ()) -> dict[str, str]:
+    """The child's environment: the dump directory, one thread per pool (spinning worker threads
+    would be counted), the fixed hash seed, and of ``base`` (default os.environ) only the
+    variables in KEEP_ENV and ``keep`` when ``launch.clean_env`` (else all of it)."""
+    base = os.environ if base is None else base
+    names = set(KEEP_ENV) | set(keep)
+    env = {k: v for k, v in base.items() if k in names} if launch.clean_env else dict(base)
     env.update(THREADS_1)
     env[ENV_DIR] = os.fspath(out_dir)
     if launch.hash_seed is not None:
         env["PYTHONHASHSEED"] = launch.hash_seed
+    else:
+        env.pop("PYTHONHASHSEED", None)
     return env
 
 

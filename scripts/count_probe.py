@@ -6,10 +6,11 @@
 
 ``launch`` runs one valgrind process per backend (``child`` is what runs inside it): every case
 is bound and checked against the float64 reference (uninstrumented), then counted by
-``perf.callgrind.count``. Variants for the detection experiment: ``--burn N`` adds N
-iterations of pure-Python integer work after each call of ``--burn-stage`` (a test-only
-wrapper: deterministic extra instructions), ``--select`` swaps relu_backward to the select forms
-(np.where / masked_fill), ``--per-call`` also counts the first calls one by one (warm-up).
+``perf.callgrind.count``. Variants for the detection experiment: ``--burn-stage S --burn N``
+replaces stage S (relu or grad_y_pred) by a test-only copy that runs N iterations of a
+Python loop in its body (deterministic extra instructions; N=0 is the copy alone),
+``--select`` swaps relu_backward to the select forms (np.where / masked_fill), ``--per-call N``
+also counts the first N calls one by one, with no warm-up (is the first call different?).
 """
 
 from __future__ import annotations
@@ -38,21 +39,44 @@ STEPS = ("train_step",)
 # --------------------------------------------------------------------------- inside valgrind
 
 
-def burn(n: int) -> int:
-    """Pure-Python integer work: the same instructions every time, about constant per iteration."""
-    s = 0
-    for i in range(n):
-        s += i
-    return s
+def with_extra(backend: str, stage: str, k: int):
+    """A test-only copy of ``stage`` (relu or grad_y_pred) with ``k`` iterations of a Python counting
+    loop added to its body: deterministic extra instructions, no extra call layer, no memory traffic
+    (a ``while`` loop: ``for _ in range(k)`` alone costs ~1000 instructions, 4% of numpy's relu)."""
+    if backend == "numpy":
+        import numpy as np
 
+        def relu(h, out=None):
+            r = np.maximum(h, 0, out=out)
+            i = 0
+            while i < k:
+                i += 1
+            return r
 
-def with_burn(target, n: int):
-    def wrapped(*args, **kwargs):
-        out = target(*args, **kwargs)
-        burn(n)
-        return out
+        def grad_y_pred(y_pred, y, out=None):
+            out = np.subtract(y_pred, y, out=out)
+            out *= 2
+            i = 0
+            while i < k:
+                i += 1
+            return out
+    else:
+        import torch
 
-    return wrapped
+        def relu(h, out=None):
+            r = torch.relu(h) if out is None else torch.clamp_min(h, 0, out=out)
+            i = 0
+            while i < k:
+                i += 1
+            return r
+
+        def grad_y_pred(y_pred, y, out=None):
+            r = torch.sub(y_pred, y, out=out).mul_(2)
+            i = 0
+            while i < k:
+                i += 1
+            return r
+    return {"relu": relu, "grad_y_pred": grad_y_pred}[stage]
 
 
 def select_forms(backend: str):
@@ -92,8 +116,8 @@ def child(args: argparse.Namespace) -> None:
         target = bound.target
         if stage == "relu_backward" and args.select:
             target = select_forms(args.backend)
-        if stage in args.burn_stage.split(",") and args.burn:
-            target = with_burn(target, args.burn)
+        if stage in args.burn_stage.split(","):
+            target = with_extra(args.backend, stage, args.burn)
         start = time.perf_counter()
         got = callgrind.count(target, bound.args, name=case.id, calls=args.calls, warmup=args.warmup,
                               cache_warmup=args.cache_warmup, setup=bound.setup, fresh=not args.no_fresh)
@@ -117,7 +141,7 @@ def launch(backend: str, size: str, *, stages: str = "all", calls: int = 10, war
            cache_warmup: int = callgrind.DEFAULT_CACHE_WARMUP, cwd: str | None = None,
            aslr: bool = False, hash_seed: str | None = "0", env_pad: int = 0, burn: int = 0, burn_stage: str = "",
            select: bool = False, per_call: int = 0, no_fresh: bool = False, cache_sim: bool = True,
-           branch_sim: bool = True, host_caches: bool = False) -> dict:
+           branch_sim: bool = True, host_caches: bool = False, clean_env: bool = True) -> dict:
     """One valgrind process counting ``stages`` of one backend; its results, with wall time."""
     problem = callgrind.valgrind_problem()
     if problem:
@@ -130,21 +154,19 @@ def launch(backend: str, size: str, *, stages: str = "all", calls: int = 10, war
             "--out", str(result_file),
             "--burn", str(burn), "--burn-stage", burn_stage, "--per-call", str(per_call)]
     argv += ["--select"] * select + ["--no-fresh"] * no_fresh
-    launch_opts = callgrind.Launch(no_aslr=not aslr, hash_seed=hash_seed, cache_sim=cache_sim, branch_sim=branch_sim)
-    if host_caches:
-        launch_opts = callgrind.Launch(no_aslr=not aslr, hash_seed=hash_seed, extra=(), i1="", d1="", ll="")
+    launch_opts = callgrind.Launch(no_aslr=not aslr, hash_seed=hash_seed, cache_sim=cache_sim, branch_sim=branch_sim,
+                                   clean_env=clean_env)
     line = callgrind.command(argv, out_dir, launch_opts)
     if host_caches:
         line = [a for a in line if not a.startswith(("--I1=", "--D1=", "--LL="))]
     env = callgrind.environment(out_dir, launch=launch_opts)
     env["PYTHONPATH"] = str(ROOT)
-    if hash_seed is None:
-        env.pop("PYTHONHASHSEED", None)
     if env_pad:
         env["PROBE_PAD"] = "x" * env_pad
     if cwd:
         os.makedirs(cwd, exist_ok=True)
-        env["PWD"] = cwd
+        if not clean_env:
+            env["PWD"] = cwd
     start = time.perf_counter()
     proc = subprocess.run(line, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -158,7 +180,8 @@ def launch(backend: str, size: str, *, stages: str = "all", calls: int = 10, war
     result["wall_s"] = wall
     result["config"] = {"backend": backend, "size": size, "cwd": cwd or os.getcwd(), "aslr": aslr, "hash_seed": hash_seed,
                         "env_pad": env_pad, "burn": burn, "burn_stage": burn_stage, "select": select, "calls": calls,
-                        "warmup": warmup, "cache_warmup": cache_warmup, "no_fresh": no_fresh}
+                        "warmup": warmup, "cache_warmup": cache_warmup, "no_fresh": no_fresh,
+                        "clean_env": clean_env, "host_caches": host_caches}
     shutil.rmtree(out_dir, ignore_errors=True) if os.environ.get("PROBE_KEEP") is None else None
     return result
 
@@ -213,7 +236,8 @@ def main() -> None:
     la.add_argument("--per-call", type=int, default=0)
     la.add_argument("--no-fresh", action="store_true")
     la.add_argument("--no-cache-sim", action="store_true")
-    la.add_argument("--host-caches", action="store_true")
+    la.add_argument("--host-caches", action="store_true", help="valgrind's default: caches copied from this CPU")
+    la.add_argument("--dirty-env", action="store_true", help="pass the whole environment (and PWD), not a clean one")
     la.add_argument("--out", help="append the result as one JSON line here")
     la.add_argument("--label", default="")
     t = sub.add_parser("table")
@@ -229,7 +253,7 @@ def main() -> None:
                    aslr=args.aslr, hash_seed=None if args.hash_seed == "random" else args.hash_seed,
                    env_pad=args.env_pad, burn=args.burn, burn_stage=args.burn_stage, select=args.select,
                    per_call=args.per_call, no_fresh=args.no_fresh, cache_sim=not args.no_cache_sim,
-                   host_caches=args.host_caches)
+                   host_caches=args.host_caches, clean_env=not args.dirty_env)
         r["label"] = args.label
         r["machine"] = {"cpu": callgrind_cpu(), "python": platform.python_version()}
         if args.out:

@@ -177,7 +177,15 @@ def test_environment_marks_the_child_pins_threads_and_fixes_the_hash_seed(tmp_pa
     env = callgrind.environment(tmp_path, base={"PATH": "/bin", "PYTHONHASHSEED": "random", "OMP_NUM_THREADS": "8"})
     assert env[callgrind.ENV_DIR] == str(tmp_path)
     assert env["PYTHONHASHSEED"] == "0" and env["OMP_NUM_THREADS"] == "1" and env["PATH"] == "/bin"
-    assert "PYTHONHASHSEED" not in callgrind.environment(tmp_path, base={}, launch=Launch(hash_seed=None))
+    unseeded = callgrind.environment(tmp_path, base={"PYTHONHASHSEED": "1"}, launch=Launch(hash_seed=None, clean_env=False))
+    assert "PYTHONHASHSEED" not in unseeded
+
+
+def test_a_clean_environment_keeps_only_what_finds_python_and_what_is_asked_for(tmp_path):
+    base = {"PATH": "/bin", "HOME": "/root", "GITHUB_REF": "refs/pull/7/merge", "PWD": "/x", "MY_VAR": "1"}
+    env = callgrind.environment(tmp_path, base=base, keep=("MY_VAR",))
+    assert {"PATH", "HOME", "MY_VAR"} <= set(env) and not {"GITHUB_REF", "PWD"} & set(env)
+    assert "GITHUB_REF" in callgrind.environment(tmp_path, base=base, launch=Launch(clean_env=False))
 
 
 def test_valgrind_absent_is_one_line_with_the_install_hint(monkeypatch):
