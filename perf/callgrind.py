@@ -40,7 +40,7 @@ MAX_NAME = 1000      # characters of a dump's name kept (callgrind writes it int
 DEFAULT_CALLS = 10
 DEFAULT_WARMUP = 10        # uninstrumented calls first (Python specialises bytecode after a few calls)
 DEFAULT_CACHE_WARMUP = 2   # then instrumented calls with collection off (fills the simulated caches)
-PRIME_ROUNDS = 4           # runs of the counting code before a process's first count
+PRIME_REGIONS = 5000       # runs of the counted region's code before a process's first count
 
 
 class CallgrindError(Exception):
@@ -550,7 +550,7 @@ def count(target: Callable, args: tuple = (), *, name: str, calls: int = DEFAULT
     gc.disable()
     try:
         if not c.primed:
-            _prime(c, directory)
+            _prime(c)
         _calls(target, args, setup, warmup)
         if not c.instrumented:
             c.start()
@@ -574,55 +574,56 @@ def _calls(target: Callable, args: tuple, setup: Callable[[], tuple[tuple, dict]
         target(*call_args, **kwargs)
 
 
-def _regions(c: Client, target: Callable, args: tuple, setup: Callable[[], tuple[tuple, dict]] | None,
-             calls: int, name: str) -> None:
-    """The counted regions: an empty one (the overhead), dumped, then the calls, dumped.
+def _region(c: Client, target: Callable, args: tuple, kwargs: dict, n: int) -> None:
+    """One counted region: collection on, ``n`` calls, collection off.
 
-    Every region has the same shape: toggle on, flag set, [calls], toggle off, flag cleared.
-    Nothing runs between the two regions but the dump request: the files are read afterwards.
+    The overhead region is this very code with ``n == 0`` (the loop's set-up, the flag, the
+    toggles), so that subtracting it leaves the calls alone.
     """
     toggle = c.toggle
-    c.zero()
     toggle()
     c.collecting = True
+    for _ in range(n):
+        target(*args, **kwargs)
     toggle()
     c.collecting = False
+
+
+def _regions(c: Client, target: Callable, args: tuple, setup: Callable[[], tuple[tuple, dict]] | None,
+             calls: int, name: str) -> None:
+    """The empty region, dumped as the overhead, then the calls, dumped under ``name``.
+
+    Nothing runs between the two but the dump request: the files are read afterwards.
+    """
+    c.zero()
+    _region(c, target, args, {}, 0)
     c.dump(f"{name} [overhead]")
     if setup is None:
-        toggle()
-        c.collecting = True
-        for _ in range(calls):
-            target(*args)
-        toggle()
-        c.collecting = False
+        _region(c, target, args, {}, calls)
     else:
         for _ in range(calls):
             call_args, kwargs = setup()
-            toggle()
-            c.collecting = True
-            target(*call_args, **kwargs)
-            toggle()
-            c.collecting = False
+            _region(c, target, call_args, kwargs, 1)
     c.dump(name)
 
 
-def _nothing(*args: object) -> None:
+def _nothing(*args: object, **kwargs: object) -> None:
     return None
 
 
-def _prime(c: Client, directory: str) -> None:
-    """Run the counting code itself a few times, with and without setup, before the first count.
+def _prime(c: Client) -> None:
+    """Run the counted region's code many times, collecting nothing, before a process's first count.
 
-    Python's adaptive interpreter rewrites (quickens, then specialises) the bytecode of
-    ``_regions`` during its first executions; inside a counted region that work was counted: the
-    first count of a process came out ~4% higher and its overhead region varied until the
-    fourth (numpy relu at seed, docs/results/counts.md). The dumps are named ``[prime N]``.
+    Python's adaptive interpreter rewrites a function's bytecode during its first executions
+    (quickening, then specialising each instruction), and retries an instruction it could not
+    specialise (the call of the ctypes toggle) after a back-off that doubles up to ~4000
+    executions. Inside a counted region that work is counted: without this, a process's first
+    count came out ~4% higher, and the 7th count of a series ~1000 instructions higher
+    (docs/results/counts.md). Collection is toggled on and straight off: nothing is collected
+    while instrumentation is off.
     """
-    c.start()
-    for i in range(PRIME_ROUNDS):
-        _regions(c, _nothing, (), None, DEFAULT_CALLS, f"[prime {2 * i}]")
-        _regions(c, _nothing, (), lambda: ((), {}), DEFAULT_CALLS, f"[prime {2 * i + 1}]")
-    c.stop()
+    for _ in range(PRIME_REGIONS):
+        _region(c, _nothing, (), {}, 1)
     c.primed = True
 
 

@@ -6,9 +6,9 @@
 
 ``launch`` runs one valgrind process per backend (``child`` is what runs inside it): every case
 is bound and checked against the float64 reference (uninstrumented), then counted by
-``perf.callgrind.count``. Variants for the detection experiment: ``--burn-stage S --burn N``
-replaces stage S (relu or grad_y_pred) by a test-only copy that runs N iterations of a
-Python loop in its body (deterministic extra instructions; N=0 is the copy alone),
+``perf.callgrind.count``. Variants for the detection experiment: ``--burn-stage S[:N],...``
+(``--burn N``) replaces stage S (relu or grad_y_pred) by a test-only copy that runs N iterations
+of a Python loop in its body (deterministic extra instructions; N=0 is the copy alone),
 ``--select`` swaps relu_backward to the select forms (np.where / masked_fill), ``--per-call N``
 also counts the first N calls one by one, with no warm-up (is the first call different?).
 """
@@ -116,20 +116,22 @@ def child(args: argparse.Namespace) -> None:
         target = bound.target
         if stage == "relu_backward" and args.select:
             target = select_forms(args.backend)
-        if stage in args.burn_stage.split(","):
-            target = with_extra(args.backend, stage, args.burn)
+        extra = dict(item.partition(":")[::2] for item in args.burn_stage.split(",") if item)
+        if stage in extra:
+            target = with_extra(args.backend, stage, int(extra[stage] or args.burn))
+        if args.per_call:
+            # The first calls one by one, before any warm-up (the check above ran the stage once),
+            # instrumentation started at the first: does the first call count differently?
+            singles = [callgrind.count(target, bound.args, name=f"{case.id} call {i + 1}", calls=1, warmup=0,
+                                       cache_warmup=0, setup=bound.setup, fresh=(i == 0)) for i in range(args.per_call)]
+            callgrind.client().stop()
+            results["per_call"][case.id] = [s.per_call.summary() for s in singles]
         start = time.perf_counter()
         got = callgrind.count(target, bound.args, name=case.id, calls=args.calls, warmup=args.warmup,
                               cache_warmup=args.cache_warmup, setup=bound.setup, fresh=not args.no_fresh)
         results["seconds"][case.id] = time.perf_counter() - start
         results["counts"][case.id] = {"per_call": got.per_call.summary(), "per_call_raw": vars(got.per_call),
                                       "overhead": vars(got.overhead), "total": vars(got.total), "calls": got.calls}
-        if args.per_call:
-            # The first calls one by one, from a fresh start without warm-up: does the first differ?
-            singles = [callgrind.count(target, bound.args, name=f"{case.id} call {i + 1}", calls=1, warmup=0,
-                                       cache_warmup=0, setup=bound.setup, fresh=(i == 0)) for i in range(args.per_call)]
-            callgrind.client().stop()
-            results["per_call"][case.id] = [s.per_call.summary() for s in singles]
     results["total_s"] = time.perf_counter() - t0
     Path(args.out).write_text(json.dumps(results, indent=1))
 
