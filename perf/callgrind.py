@@ -432,6 +432,7 @@ class Client:
         self.collecting = False
         self.instrumented = False
         self.primed = False
+        self.dumps = 0  # dumps requested so far: callgrind numbers the files the same way
 
     def running(self) -> int:
         """RUNNING_ON_VALGRIND: 0 outside valgrind, else the depth of valgrinds."""
@@ -451,6 +452,7 @@ class Client:
     def dump(self, name: str) -> None:
         """CALLGRIND_DUMP_STATS_AT(name): write the counts so far to a new file, then zero them."""
         self._lib.perf_dump_stats_at(clean_name(name).encode("utf-8", "replace"))
+        self.dumps += 1
 
 
 def clean_name(name: str) -> str:
@@ -504,18 +506,22 @@ def _out_dir() -> str:
     return directory
 
 
-def _last_dumps(directory: str, names: list[str]) -> list[Dump]:
-    """This process's newest dumps, which must carry ``names`` in order (valgrind writes them synchronously)."""
-    try:
-        files = [f for f in dump_files(directory, os.getpid()) if _DUMP_FILE.fullmatch(f.name).group(2)]
-    except OSError as exc:
-        raise CallgrindError(f"cannot list callgrind's output directory {directory}: {exc.strerror or exc}") from None
-    if len(files) < len(names):
-        raise CallgrindError(f"callgrind wrote no dump for {names[-1]!r} in {directory}")
-    dumps = [parse_dump(f) for f in files[-len(names):]]
-    for dump, name in zip(dumps, names):
+def _read_own_dumps(directory: str, first: int, names: list[str]) -> list[Dump]:
+    """This process's dumps number ``first``, ``first + 1``, ..., which must carry ``names``.
+
+    Opened by name (callgrind numbers a process's dumps 1, 2, ... and writes each before the
+    request returns), not found by listing the directory: a listing's size and order vary with
+    what else is there, and the counting process must allocate the same things every run.
+    """
+    dumps = []
+    for i, name in enumerate(names):
+        path = os.path.join(directory, f"{OUT_PREFIX}{os.getpid()}.{first + i}")
+        if not os.path.exists(path):
+            raise CallgrindError(f"callgrind wrote no dump for {name!r}: {path} is missing")
+        dump = parse_dump(path)
         if dump.name != clean_name(name):
-            raise CallgrindError(f"{dump.path}: this dump is {dump.trigger!r}, not the one expected ({clean_name(name)!r})")
+            raise CallgrindError(f"{path}: this dump is {dump.trigger!r}, not the one expected ({clean_name(name)!r})")
+        dumps.append(dump)
     return dumps
 
 
@@ -564,7 +570,7 @@ def count(target: Callable, args: tuple = (), *, name: str, calls: int = DEFAULT
             c.stop()
         if gc_was_enabled:
             gc.enable()
-    overhead, total = (d.totals for d in _last_dumps(directory, [f"{name} [overhead]", name]))
+    overhead, total = (d.totals for d in _read_own_dumps(directory, c.dumps - 1, [f"{name} [overhead]", name]))
     return Count(clean_name(name), calls, total, overhead, 1 if setup is None else calls)
 
 

@@ -1,8 +1,7 @@
 """Counts the stages and the step under callgrind, through perf.callgrind, for docs/results/counts.md.
 
-    PYTHONPATH=. python scripts/count_probe.py launch --backend numpy --size seed [--cwd DIR] [--aslr] [--hash-seed random]
-    PYTHONPATH=. python scripts/count_probe.py repeat --runs 5 --out /tmp/rep.json   # the repeatability series
-    PYTHONPATH=. python scripts/count_probe.py table /tmp/rep.json ...                 # spread per benchmark
+    python scripts/count_probe.py launch --backend numpy --label base-1 --out runs.jsonl [--cwd DIR] [--aslr] ...
+    python scripts/count_probe.py report runs.jsonl    # Markdown: the spread of the base-* runs, the others against them
 
 ``launch`` runs one valgrind process per backend (``child`` is what runs inside it): every case
 is bound and checked against the float64 reference (uninstrumented), then counted by
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -106,7 +104,7 @@ def child(args: argparse.Namespace) -> None:
     pin(args.backend)
     problem = kernels.parse_problem(args.size) if args.size not in kernels.PRESETS else kernels.PRESETS[args.size]
     stages = list(kernels.STAGES) + list(STEPS) if args.stages == "all" else args.stages.split(",")
-    results: dict = {"imports_s": time.perf_counter() - t0, "counts": {}, "per_call": {}, "seconds": {}}
+    results: dict = {"imports_s": time.perf_counter() - t0, "counts": {}, "per_call": {}, "seconds": {}, "pid": os.getpid()}
     for stage in stages:
         case = Case(stage, args.backend, problem)
         bound = bind(case)
@@ -194,15 +192,65 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / med if med else 0.0
 
 
-def table(runs: list[dict], metric: str = "instructions") -> list[str]:
-    ids = list(runs[0]["counts"])
-    rows = [f"| benchmark | median {metric} per call | range/median | max |dev| from median |", "|---|---:|---:|---:|"]
-    for bid in ids:
-        vals = [r["counts"][bid]["per_call"][metric] for r in runs if bid in r["counts"]]
-        med = statistics.median(vals)
-        dev = max(abs(v / med - 1) for v in vals) if med else 0.0
-        rows.append(f"| {bid} | {med:,.0f} | {spread(vals):.4%} | {dev:.4%} |")
-    return rows
+def _values(runs: list[dict], bid: str, metric: str) -> list[float]:
+    return [r["counts"][bid]["per_call"][metric] for r in runs if bid in r["counts"]]
+
+
+def report(runs: list[dict], base: str = "base", detect: str = "det") -> list[str]:
+    """Markdown: per backend, the spread of the ``base*`` runs and how every other run differs from their median."""
+    out: list[str] = []
+    for backend in dict.fromkeys(r["config"]["backend"] for r in runs):
+        mine = [r for r in runs if r["config"]["backend"] == backend]
+        bases = [r for r in mine if r["label"].startswith(base)]
+        dets = [r for r in mine if r["label"].startswith(detect)]
+        others = [r for r in mine if not r["label"].startswith((base, detect, "percall"))]
+        out += [f"### {backend}: {len(bases)} fresh processes ({', '.join(r['config']['cwd'] for r in bases)})", ""]
+        head = "| benchmark | instructions per call | range | cycles per call | range |"
+        out += [head + "".join(f" {r['label']} Ir / cyc |" for r in others),
+                "|---|---:|---:|---:|---:|" + "---:|" * len(others)]
+        for bid in bases[0]["counts"]:
+            ir, cyc = _values(bases, bid, "instructions"), _values(bases, bid, "cycles")
+            mi, mc = statistics.median(ir), statistics.median(cyc)
+            cells = []
+            for r in others:
+                if bid in r["counts"]:
+                    pc = r["counts"][bid]["per_call"]
+                    cells.append(f" {pc['instructions'] / mi - 1:+.2%} / {pc['cycles'] / mc - 1:+.2%} |")
+                else:
+                    cells.append(" |")
+            out.append(f"| {bid} | {mi:,.0f} | {spread(ir):.2%} | {mc:,.0f} | {spread(cyc):.2%} |" + "".join(cells))
+        if dets:
+            out += ["", f"Detection, {len(dets)} fresh processes: the changed benchmarks against the median of the "
+                    "unchanged runs; 'margin' is the smallest change over the largest deviation of an unchanged run.", "",
+                    "| benchmark | change | instructions: min / max change | margin | cycles: min / max change | margin |",
+                    "|---|---|---:|---:|---:|---:|"]
+            for bid in bases[0]["counts"]:
+                changed = [r for r in dets if bid in r["counts"]]
+                what = _change_label(dets[0]["config"], bid)
+                if not what:
+                    continue
+                row = f"| {bid} | {what} |"
+                for metric in ("instructions", "cycles"):
+                    base_vals = _values(bases, bid, metric)
+                    med = statistics.median(base_vals)
+                    worst = max(abs(v / med - 1) for v in base_vals)
+                    ch = [v / med - 1 for v in _values(changed, bid, metric)]
+                    margin = min(abs(c) for c in ch) / worst if worst else float("inf")
+                    row += f" {min(ch):+.2%} / {max(ch):+.2%} | {margin:,.0f}x |" if worst else \
+                        f" {min(ch):+.2%} / {max(ch):+.2%} | (no spread) |"
+                out.append(row)
+        out.append("")
+    return out
+
+
+def _change_label(config: dict, bid: str) -> str:
+    extra = dict(item.partition(":")[::2] for item in config.get("burn_stage", "").split(",") if item)
+    for stage, k in extra.items():
+        if f"-{stage}-" in bid:
+            return f"copy of {stage} + {k or config.get('burn', 0)} loop iterations"
+    if config.get("select") and "-relu_backward-" in bid:
+        return "np.where" if bid.endswith("numpy") else "masked_fill"
+    return ""
 
 
 def main() -> None:
@@ -242,10 +290,8 @@ def main() -> None:
     la.add_argument("--dirty-env", action="store_true", help="pass the whole environment (and PWD), not a clean one")
     la.add_argument("--out", help="append the result as one JSON line here")
     la.add_argument("--label", default="")
-    t = sub.add_parser("table")
+    t = sub.add_parser("report")
     t.add_argument("files", nargs="+")
-    t.add_argument("--metric", default="instructions")
-    t.add_argument("--label", help="only runs with this label")
     args = parser.parse_args()
     if args.cmd == "child":
         child(args)
@@ -273,12 +319,7 @@ def main() -> None:
                   + " | cycles: " + ", ".join(f"{s['cycles']:,.0f}" for s in singles))
     else:
         runs = [json.loads(line) for f in args.files for line in open(f, encoding="utf8") if line.strip()]
-        if args.label:
-            runs = [r for r in runs if r.get("label") == args.label]
-        for backend in dict.fromkeys(r["config"]["backend"] for r in runs):
-            sel = [r for r in runs if r["config"]["backend"] == backend]
-            print(f"{backend}: {len(sel)} runs")
-            print("\n".join(table(sel, args.metric)))
+        print("\n".join(report(runs)))
 
 
 def callgrind_cpu() -> str:
@@ -288,6 +329,4 @@ def callgrind_cpu() -> str:
 
 
 if __name__ == "__main__":
-    if math.isnan(0.0):  # pragma: no cover - keeps math imported for table helpers
-        pass
     main()
