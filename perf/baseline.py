@@ -16,6 +16,10 @@ from . import gate, history, machine
 from .processes import STATISTIC
 from .results import Metric, ResultsError, Run, load_run, readable_runs
 
+# How far counts of unchanged code move between fresh processes, working directories and environments
+# (docs/results/counts.md): a counted change is judged against at least this.
+COUNT_NOISE = 0.005
+
 
 class BaselineError(Exception):
     """A named baseline that cannot be used (missing, unreadable, invalid, foreign, another metric): one line."""
@@ -113,6 +117,11 @@ class SavedGate:
         base = self.baseline.results.get(name)
         if base is None:
             return None
+        if self.baseline.metric.counted:  # one count per process, and they hardly move: judged against their noise
+            threshold, drift_note = self.threshold_for(name)
+            before = base.per_process(STATISTIC) or base.samples
+            result = gate.compare_counts(name, before, per_process, threshold, COUNT_NOISE)
+            return result.with_note(gate.join_notes(note, drift_note))
         if len(base.processes) < 2:
             why = "the baseline was measured in one process: judged on its rounds, which cannot tell code from placement"
             verdict = self.judge(name, samples, note)
@@ -136,7 +145,11 @@ class SavedGate:
             drift = (f"UNKNOWN: {self.history_runs} saved run(s) of this machine; save at least 3 "
                      "(pytest perf --benchmark-autosave), or use python -m perf.ab on a shared machine")
         base_processes = max((len(r.processes) for r in self.baseline.results.values()), default=0) or 1
-        if self.processes > 1 and base_processes > 1:
+        if self.baseline.metric.counted:
+            evidence = (f"counts per call: {base_processes} process(es) of the baseline against {self.processes} of this "
+                        f"run; a change is judged against their spread, at least {gate.percent(COUNT_NOISE)} (the noise "
+                        "of fresh processes, directories and environments)")
+        elif self.processes > 1 and base_processes > 1:
             what = {"min": "minimum", "median": "median"}[STATISTIC]
             evidence = (f"processes: {base_processes} of the baseline against {self.processes} of this run, each "
                         f"contributing its {what}; the fastest process of each side compared, the runner-up on the other "

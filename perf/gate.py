@@ -338,6 +338,36 @@ def compare_processes(name, baseline, current, threshold) -> Comparison:
     return Comparison(verdict=verdict, ci_low=low, ci_high=high, note=join_notes(*notes), **base)
 
 
+def compare_counts(name, baseline, current, threshold, noise: float) -> Comparison:
+    """Counted values (instructions or estimated cycles per call, one per process) against the baseline's.
+
+    Counts do not move with the machine's load, but they are not exact either: a fresh process,
+    another working directory or environment moves them by a little (``noise``, measured:
+    docs/results/counts.md). Change = ratio of the means; interval = the change widened by the
+    larger of ``noise`` and the spread seen within either side (max / min - 1). REGRESSED when
+    the interval's low end is past 1 + threshold (IMPROVED symmetrically), INCONCLUSIVE when the
+    change is past a threshold and the interval is not, UNCHANGED otherwise: equal counts on both
+    sides are UNCHANGED. One process a side is enough; there is no significance test (p_value None).
+    """
+    threshold = _as_threshold(threshold)
+    b, b_dropped = _clean(baseline)
+    c, c_dropped = _clean(current)
+    notes = [_dropped_note("baseline", b_dropped, b.size + b_dropped), _dropped_note("current", c_dropped, c.size + c_dropped)]
+    mb = float(b.mean()) if b.size else None
+    mc = float(c.mean()) if c.size else None
+    base = dict(name=name, threshold=threshold, baseline_median=mb, current_median=mc, ratio=mc / mb if mb and mc else None,
+                n_baseline=int(b.size), n_current=int(c.size))
+    if not b.size or not c.size:
+        return Comparison(verdict=INCONCLUSIVE, note=join_notes("no valid counts on a side", *notes), **base)
+    spread = max(noise, float(b.max() / b.min() - 1), float(c.max() / c.min() - 1))
+    ratio = base["ratio"]
+    low, high = (1.0, 1.0) if ratio == 1.0 else (ratio / (1 + spread), ratio * (1 + spread))
+    verdict = classify(ratio, low, high, 0.0, threshold, 1.0)  # the interval alone decides
+    if spread > noise:
+        notes.append(f"counts spread by {percent(spread)} within a side (more than the {percent(noise)} expected)")
+    return Comparison(verdict=verdict, ci_low=low, ci_high=high, note=join_notes(*notes), **base)
+
+
 # --------------------------------------------------------------------------- A/B, paired
 
 TRIM = 0.2  # share of the rounds set aside at each end by the paired test

@@ -15,11 +15,16 @@ from collections.abc import Callable
 
 import pytest
 
-from . import gate, pb, processes
-from .cases import Bound, Case, bind
+from . import callgrind, gate, pb, processes
+from .cases import PROBES, Bound, Case, bind
+from .results import Metric
 from .timers import timer_for
 
 MAX_ROUNDS = 2_000  # bounds the run time of setup-heavy stages and the saved JSON
+# Counting: calls counted per benchmark and process, and the most work a counted call may do
+# (callgrind runs ~50x slower than the CPU: docs/results/counts.md).
+COUNT_CALLS = 10
+COUNT_FLOPS_LIMIT = 2e8
 
 
 def time_round(bound: Bound, timer: Callable[[], float], iterations: int) -> float:
@@ -93,6 +98,26 @@ def checked(case: Case) -> Bound:
     return bound
 
 
+def cannot_count(case: Case, b) -> str:
+    """Why ``case`` is not counted under callgrind ('' where it is)."""
+    if b.device_name != "cpu":
+        return f"counting under callgrind is for CPU backends; {case.backend} runs on {b.device_name}"
+    if case.stage in PROBES:
+        return "a roofline probe measures a rate of time: it is not counted"
+    flops = case.problem.flops(case.stage)
+    if flops > COUNT_FLOPS_LIMIT:
+        return (f"{case.id}: {flops:.3g} FLOPs a call would take too long to count under callgrind "
+                f"(the limit is {COUNT_FLOPS_LIMIT:.0e} a call: use --perf-metric time at this size)")
+    return ""
+
+
+def count(bound: Bound, case: Case, name: str, metric: str) -> tuple[list[float], dict]:
+    """One value per call counted under callgrind (this process runs under it), and what callgrind saw per call."""
+    counted = callgrind.count(bound.target, bound.args, setup=bound.setup, name=name, calls=COUNT_CALLS)
+    per_call = counted.per_call.summary()
+    return [per_call["cycles" if metric == Metric.CYCLES.value else "instructions"]], per_call
+
+
 def run(benchmark, case: Case, perf, item: pytest.Item) -> None:
     """The body of every perf test: check the result, time it, judge it, record it."""
     pb.mark_used(benchmark)  # a failed check measures nothing, on purpose
@@ -102,11 +127,16 @@ def run(benchmark, case: Case, perf, item: pytest.Item) -> None:
         return
     timer = timer_for(bound.backend, perf.settings.timer)
     name = benchmark.fullname
-    if perf.in_processes is not None:  # measured and judged in fresh processes (--perf-processes)
+    counts: dict = {}
+    if perf.in_processes is not None:  # measured (or counted) and judged in fresh processes
         measured = perf.in_processes.get(name)
         if measured is None:
             pytest.fail(f"{case.id}: none of the processes measured it (see their lines above)", pytrace=False)
         samples, iterations, verdict, per_process = measured.samples, 1, perf.verdicts.get(name), measured.processes
+        counts = measured.counts()
+    elif Metric(perf.settings.metric).counted:  # a counting child, under callgrind
+        samples, counts = count(bound, case, name, perf.settings.metric)
+        iterations, verdict, per_process = COUNT_CALLS, None, []
     else:
         plan_ = Plan(bound, timer, *pb.limits(benchmark))
         samples, iterations, per_process = plan_.measure(), plan_.iterations, []
@@ -119,10 +149,11 @@ def run(benchmark, case: Case, perf, item: pytest.Item) -> None:
     annotate(benchmark, case, bound, perf, statistics.median(samples))
     if per_process:
         benchmark.extra_info["processes"] = [dataclasses.asdict(p) for p in per_process]
+    benchmark.extra_info.update(counts)  # per call: instructions, branches, mispredicts, cache misses, cycles
     perf.finished(name, samples, verdict, item)
 
 
-def annotate(benchmark, case: Case, bound: Bound, perf, median_s: float) -> None:
+def annotate(benchmark, case: Case, bound: Bound, perf, median: float) -> None:
     p = case.problem
     flops, nbytes = p.flops(case.stage), p.bytes(case.stage)
     benchmark.extra_info.update({
@@ -135,9 +166,8 @@ def annotate(benchmark, case: Case, bound: Bound, perf, median_s: float) -> None
         "metric": perf.settings.metric,
         "flops": flops,
         "bytes": nbytes,
-        "median_s": median_s,
-        "gflops": flops / median_s / 1e9,
-        "gbps": nbytes / median_s / 1e9,
         "threads": perf.threads,
-        "timer": pb.timer_name(benchmark),
     })
+    if not Metric(perf.settings.metric).counted:  # rates are of time; a count has none
+        benchmark.extra_info.update({"median_s": median, "gflops": flops / median / 1e9, "gbps": nbytes / median / 1e9,
+                                     "timer": pb.timer_name(benchmark)})

@@ -18,6 +18,10 @@ from .gate import GateError, parse_threshold
 from .results import Metric
 
 TIMERS = ("auto", "sync", "events")
+# "auto" defaults by metric (counted or not): times move with the machine, counts hardly at all
+# (docs/results/process-variation.md, docs/results/counts.md).
+AUTO_PROCESSES = {False: 6, True: 1}
+AUTO_THRESHOLD = {False: 0.05, True: 0.01}
 HISTORY = 5  # default of ini perf_history
 
 # name -> (default, help); the ini key is the name with "-" turned into "_".
@@ -30,13 +34,14 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perf-threads": ("1", "threads for torch and numpy's BLAS: a positive integer, or 'auto' for all cores"),
     "perf-timer": ("auto", "timer for accelerators: auto (= sync), sync (synchronise, then perf_counter), "
                    "events (CUDA events); the CPU always uses perf_counter"),
-    "perf-threshold": ("5%", "slowdown a benchmark must exceed to regress, e.g. 5% (overridden per benchmark by "
-                       "perf_thresholds and the perf_threshold marker; never below the baseline's own noise)"),
+    "perf-threshold": ("auto", "slowdown a benchmark must exceed to regress, e.g. 5%; auto: 5% for time, 1% for counts "
+                       "(overridden per benchmark by perf_thresholds and the perf_threshold marker)"),
     "perf-alpha": ("0.05", "suite-wide false-alarm rate of the gate (Bonferroni over the compared benchmarks)"),
     "perf-metric": ("time", "what each benchmark measures: time (seconds per call, every backend), or instructions "
                     "or cycles per call counted under valgrind's callgrind (CPU backends: deterministic)"),
-    "perf-processes": ("6", "fresh processes each benchmark is measured in, one after the other, each with its share of "
-                       "--benchmark-max-time; the gate compares processes, not rounds (1: this process only)"),
+    "perf-processes": ("auto", "fresh processes each benchmark is measured in, one after the other, each with its share "
+                       "of --benchmark-max-time; the gate compares processes, not rounds (1: this process only); "
+                       "auto: 6 for time, 1 for counts (one valgrind process per backend)"),
     "perf-report-json": ("", "write the gate's verdicts as JSON to this path (its directory must exist and be writable)"),
     "perf-report-md": ("", "append the gate's verdicts as Markdown to this path, e.g. $GITHUB_STEP_SUMMARY "
                        "(its directory must exist and be writable)"),
@@ -139,8 +144,9 @@ def settings(config: pytest.Config) -> Settings:
     threads = parse("perf-threads", _parse_threads)
     timer = parse("perf-timer", _parse_timer)
     metric = parse("perf-metric", _parse_metric)
-    processes = parse("perf-processes", _parse_positive)
-    threshold = parse("perf-threshold", parse_threshold)
+    counted = Metric(metric).counted
+    processes = parse("perf-processes", _or_auto(AUTO_PROCESSES[counted], _parse_positive))
+    threshold = parse("perf-threshold", _or_auto(AUTO_THRESHOLD[counted], parse_threshold))
     alpha = parse("perf-alpha", _parse_alpha)
     if timer == "events":
         devices = {n: kernels.backend(n).device_name for n in backends or kernels.available_backends()}
@@ -267,10 +273,15 @@ def _parse_timer(text: str) -> str:
     return text.strip()
 
 
+def _or_auto(auto, parse):
+    """A parser that reads 'auto' as ``auto`` and anything else with ``parse``."""
+    return lambda text: auto if text.strip() == "auto" else parse(text)
+
+
 def _parse_positive(text: str) -> int:
     if text.strip().isdigit() and int(text) > 0:
         return int(text)
-    raise ValueError("expected a positive integer")
+    raise ValueError("expected a positive integer or 'auto'")
 
 
 def _parse_metric(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pytest
 import kernels
 from kernels import tutorial
 
-from . import cli, gate, machine, measure, pb, processes, render, results
+from . import callgrind, cli, gate, machine, measure, pb, processes, render, results
 from .baseline import BaselineError, SavedGate, check_comparable, choose
 from .cases import OUT_FORMS, PROBES, Case, probe_problem, roofline_probe
 from .options import Settings, add_options, settings
@@ -106,8 +107,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "perf_threshold(value): the gate's threshold for this benchmark, e.g. '25%'")
     s = settings(config)
-    if Metric(s.metric).counted:
-        raise pytest.UsageError(f"--perf-metric={s.metric}: counting under callgrind is not available in this version")
+    if Metric(s.metric).counted and not callgrind.under_callgrind():
+        why = callgrind.valgrind_problem()  # this process spawns the counting ones: valgrind must run here
+        if why:
+            raise pytest.UsageError(why)
     perf = PerfSession(s, machine.pin_threads(s.threads))
     _ = perf.fingerprint  # taken now, threads pinned, before anything the run loads could change what it lists
     config.stash[SESSION] = perf
@@ -213,7 +216,7 @@ def cases(config: pytest.Config, stages: tuple[str, ...]) -> list:
                     else:
                         problem = size.with_dtype(dtype)
                     case = Case(stage, name, problem)
-                    reason = reason or _cannot_run(case, b)
+                    reason = reason or _cannot_run(case, b, Metric(s.metric).counted)
                     marks = [pytest.mark.skip(reason=reason)] if reason else []
                     params.append(pytest.param(case, id=case.id, marks=marks))
     return params
@@ -227,7 +230,11 @@ def _open(name: str, dtype: str) -> tuple[kernels.Backend | None, str]:
         return None, str(exc)
 
 
-def _cannot_run(case: Case, b: kernels.Backend) -> str:
+def _cannot_run(case: Case, b: kernels.Backend, counted: bool = False) -> str:
+    if counted:
+        why = measure.cannot_count(case, b)
+        if why:
+            return why
     if case.stage == "tutorial_step" and b.raw.FAMILY not in tutorial.STEPS:
         return f"the tutorial has no code for {b.raw.FAMILY}"
     if case.stage == "graph_step":
@@ -390,12 +397,14 @@ def pytest_runtestloop(session: pytest.Session):
     them, before the test bodies run (they check correctness and record what the processes measured)."""
     perf = perf_session(session.config)
     bs = pb.session(session.config)
-    if perf.settings.processes > 1 and not processes.is_child() and bs is not None and not bs.disabled:
+    counting = Metric(perf.settings.metric).counted and not callgrind.under_callgrind()
+    timing = perf.settings.processes > 1 and not processes.is_child() and not Metric(perf.settings.metric).counted
+    if (counting or timing) and bs is not None and not bs.disabled:
         items = [i for i in session.items if _case_of(i) is not None and not i.get_closest_marker("skip")]
         if items and not session.config.option.collectonly:
             try:
                 _measure_in_processes(session.config, perf, items)
-            except processes.ChildError as exc:
+            except (processes.ChildError, callgrind.CallgrindError) as exc:
                 pytest.exit(f"perf: {exc}", returncode=EXIT_ENVIRONMENT)
     return (yield)
 
@@ -408,12 +417,30 @@ def _measure_in_processes(config: pytest.Config, perf: PerfSession, items: list[
             terminal.write_line(f"perf: {line}")
 
     rootdir = config.rootpath
-    run = functools.partial(processes.run_processes, s=perf.settings, budget=processes.Budget(*pb.config_limits(config)),
-                            count=perf.settings.processes, rootdir=rootdir, cwd=config.invocation_params.dir,
-                            parent_args=config.invocation_params.args, log=log)
-    ids = {item.nodeid: f"{rootdir}/{item.nodeid}" for item in items}
-    log(f"measuring {len(items)} benchmarks in {perf.settings.processes} fresh processes, one after the other")
-    perf.in_processes = run(list(ids.values()))
+    s = perf.settings
+    counted = Metric(s.metric).counted
+    run = functools.partial(processes.run_processes, s=s, budget=processes.Budget(*pb.config_limits(config)),
+                            count=s.processes, rootdir=rootdir, cwd=config.invocation_params.dir,
+                            parent_args=config.invocation_params.args, log=log,
+                            launch=_under_valgrind(rootdir) if counted else None)
+
+    def measure_all(names: list[str], label: str = "process") -> dict[str, processes.Measured]:
+        """Time: every benchmark in each process. Counts: one valgrind process per backend (a numpy-only
+        process never imports torch, which costs most of a counting process's start-up)."""
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            groups.setdefault(backend_of[name] if counted else "", []).append(name)
+        found: dict[str, processes.Measured] = {}
+        for backend, group in groups.items():
+            found.update(run([f"{rootdir}/{n}" for n in group], label=f"{backend} {label}".strip()))
+        return found
+
+    names = [item.nodeid for item in items]
+    backend_of = {item.nodeid: _case_of(item).backend for item in items}
+    how = "counting" if counted else "measuring"
+    log(f"{how} {len(items)} benchmarks in {s.processes} fresh process{'es' if s.processes > 1 else ''}"
+        f"{' per backend, under valgrind' if counted else ''}, one after the other")
+    perf.in_processes = measure_all(names)
     if perf.gate is None:
         return
     for name, m in perf.in_processes.items():
@@ -423,12 +450,25 @@ def _measure_in_processes(config: pytest.Config, perf: PerfSession, items: list[
     again = [name for name, v in perf.verdicts.items() if v is not None and (gate.undecided(v) or v.verdict == gate.REGRESSED)]
     if not again:
         return
-    log(f"{len(again)} undecided or regressed: measuring them in {perf.settings.processes} more processes")
-    for name, m in run([ids[n] for n in again], label="again").items():
+    log(f"{len(again)} undecided or regressed: {how} them in {s.processes} more processes")
+    for name, m in measure_all(again, label="again").items():
         both = perf.in_processes[name]
         both.per_process += m.per_process
         perf.verdicts[name] = perf.gate.judge_processes(
             name, both.values(), both.samples, note=f"measured again in {len(m.per_process)} more processes")
+
+
+def _under_valgrind(rootdir) -> processes.Launcher:
+    """Each counting child under callgrind, in a fixed working directory and a clean environment
+    (what perf.callgrind found repeatable), with the suite's own variables and the repository on its path."""
+    keep = (processes.CHILD_ENV, processes.CHECKED_ENV, processes.PROGRESS_ENV, *machine.THREAD_VARIABLES)
+
+    def launch(cmd: list[str], env: dict[str, str], folder) -> tuple[list[str], dict[str, str], object]:
+        env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(rootdir), env.get("PYTHONPATH", "")) if p)}
+        # A fixed working directory: torch's import keeps os.getcwd(), so the caller's moved the counts.
+        return callgrind.command(cmd, folder), callgrind.environment(folder, base=env, keep=keep), "/"
+
+    return launch
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -35,6 +35,7 @@ PROGRESS_ENV = "PERF_CHILD_PROGRESS"  # a file the child appends each benchmark'
 # before it records what they measured, so they do not check again (a check is a float64 step).
 CHECKED_ENV = "PERF_CHECKED_BY_PARENT"
 PROGRESS_LINE = re.compile(r"[.sFExX]+( *\[ *\d+%\])?")
+COUNT_KEYS = ("instructions", "branches", "mispredicts", "l1_misses", "ll_misses", "cycles")  # extra_info, per call
 STATISTIC = "min"                     # what each process contributes to the gate (see process-variation.md)
 CHILD_OK = (0, 7)                     # a child's exit codes that still give results: pass, a failed check
 TAKES_VALUE = ("-p", "-o", "--override-ini", "-c", "--config-file", "--import-mode", "-W")  # passed to children as given
@@ -78,6 +79,11 @@ class Measured:
     @property
     def processes(self) -> list[Process]:
         return [Process(len(r.samples), min(r.samples), statistic(r.samples, "median")) for r in self.per_process]
+
+    def counts(self) -> dict[str, float]:
+        """What callgrind saw per call (instructions, branches, ...), the mean over the processes; {} for times."""
+        keys = [k for k in COUNT_KEYS if all(isinstance(r.info.get(k), (int, float)) for r in self.per_process)]
+        return {k: sum(r.info[k] for r in self.per_process) / len(self.per_process) for k in keys}
 
     def values(self, name: str = STATISTIC) -> list[float]:
         """One number per process: the gate's evidence."""
@@ -124,22 +130,31 @@ def command(nodeids: Sequence[str], s: Settings, budget: Budget, json_path: Path
             f"--perf-metric={s.metric}"]
 
 
+# A child's command and environment, in a folder of its own -> what to run, with what, where.
+Launcher = Callable[[list[str], dict[str, str], Path], tuple[list[str], dict[str, str], Path]]
+
+
 def run_processes(nodeids: Sequence[str], s: Settings, budget: Budget, count: int, *, rootdir: Path, cwd: Path,
                   parent_args: Sequence[str], log: Callable[[str], None], label: str = "process",
-                  wrap: Sequence[str] = ()) -> dict[str, Measured]:
+                  launch: Launcher | None = None) -> dict[str, Measured]:
     """Measure ``nodeids`` in ``count`` fresh processes, one after the other; {name: Measured}.
 
-    ``wrap`` prefixes each child's command (e.g. valgrind). ChildError on the first failure."""
+    ``launch`` turns each child's command into what runs (e.g. under valgrind, in a folder of its
+    own). ChildError on the first failure."""
     measured: dict[str, Measured] = {}
     with tempfile.TemporaryDirectory(prefix="perf-processes-") as tmp:
         work = Path(tmp)
         for k in range(1, count + 1):
             json_path, progress, output = work / f"{k}.json", work / f"{k}.progress", work / f"{k}.log"
-            cmd = [*wrap, *command(nodeids, s, budget.share(count), json_path, work / "storage", rootdir, parent_args)]
+            cmd = command(nodeids, s, budget.share(count), json_path, work / "storage", rootdir, parent_args)
             env = machine.child_env(s.threads, **{CHILD_ENV: "1", CHECKED_ENV: "1", PROGRESS_ENV: str(progress)})
+            where_to = cwd
+            if launch is not None:
+                (work / str(k)).mkdir()
+                cmd, env, where_to = launch(cmd, env, work / str(k))
             start = time.perf_counter()
             with open(output, "w", encoding="utf-8", errors="replace") as out:
-                rc = _run(cmd, cwd, env, out)
+                rc = _run(cmd, where_to, env, out)
             where = f"{label} {k}/{count}"
             if rc not in CHILD_OK or not json_path.exists():
                 raise ChildError(_failure(where, rc, progress, output))
