@@ -42,7 +42,7 @@ KINDS = {
 
 # Exit codes of `pytest perf` beyond pytest's own (0 pass, 1 failed, 2 interrupted, 3 internal
 # error, 4 usage error, 5 nothing collected): 1 is kept for regressions alone.
-EXIT_ENVIRONMENT = 6   # the run could not be saved or its report written
+EXIT_ENVIRONMENT = 6   # the run could not be saved, a report not written, a child process failed
 EXIT_CHECK_FAILED = cli.CHECK_FAILED  # a test failed that is not a regression: a kernel's wrong result, an error
 REGRESSED_MARK = ("perf_verdict", "regressed")  # on the report of a benchmark the gate failed
 
