@@ -264,12 +264,15 @@ def render(res: dict[str, list], meta: dict, work: Path) -> list[str]:
             rows, naive = res[f"sb_{key}"], res[f"sb_{key}_naive"]
             flagged, plain = pct(*share(rows, pick)), pct(*naive_share(naive, pick))
             lines.append(f"| {what} | {flagged} | {by_backend(rows, tag)} | {plain} |")
-    lines += ["", "## Cost", "",
-              f"A/B over `{shlex.join(AA)}` ({design}): {minutes(res['aa_runs'])} per run, recheck included "
-              f"(needed in {rechecks(res['aa_runs'])}); target: within 10 minutes on 2 cores.",
-              f"Detection runs (`{shlex.join(DETECT)}`): {minutes(res['det_runs'])} per run "
-              f"(recheck needed in {rechecks(res['det_runs'])}).",
-              f"Saved-baseline comparisons (`{shlex.join(SAVED)}`): {minutes(res.get('sb_runs', []))} per run.", ""]
+    lines += ["", "## Cost", ""]
+    if res["aa_runs"]:
+        lines += [f"A/B over `{shlex.join(AA)}` ({design}): {minutes(res['aa_runs'])} per run, recheck included "
+                  f"(needed in {rechecks(res['aa_runs'])}); target: within 10 minutes on 2 cores.",
+                  f"Detection runs (`{shlex.join(DETECT)}`): {minutes(res['det_runs'])} per run "
+                  f"(recheck needed in {rechecks(res['det_runs'])})."]
+    if res.get("sb_runs"):
+        lines.append(f"Saved-baseline comparisons (`{shlex.join(SAVED)}`): {minutes(res['sb_runs'])} per run.")
+    lines.append("")
     return lines + spread_table(work)
 
 
