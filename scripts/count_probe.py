@@ -293,7 +293,11 @@ def _serve(backend: str, size: str, out_dir: str, *, stages: str, aslr: bool, ha
     if tunables:
         base["GLIBC_TUNABLES"], keep = tunables, [*keep, "GLIBC_TUNABLES"]
     wanted = list(kernels.STAGES) + list(STEPS) if stages == "all" else stages.split(",")
-    preload = ["numpy"] if backend == "numpy" else ["numpy", "torch"]
+    # Everything a child imports is imported once, by the zygote: imports done in each child read
+    # paths whose hashes order dicts differently (torch's loss moved 0.8% between two checkouts
+    # whose paths differ in one letter, without this).
+    preload = ["numpy", "kernels", "kernels.numpy_", "perf.cases"]
+    preload += [] if backend == "numpy" else ["torch", "kernels.torch_"]
     result: dict = {"counts": {}, "per_call": {}, "seconds": {}, "pids": []}
     start = time.perf_counter()
     with callgrind.Server(f"{Path(__file__).resolve()}:handle", out_dir, launch=opts, preload=preload,
