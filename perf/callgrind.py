@@ -304,7 +304,9 @@ class Launch:
     machine): 32 KiB 8-way L1s and an 8 MiB 16-way LL, 64-byte lines, as pythonspeed.com's
     "consistent benchmarking in CI" and CPython's benchmark tooling use. ``no_aslr`` runs valgrind
     under ``setarch -R``; ``hash_seed`` fixes PYTHONHASHSEED (None: leave it random);
-    ``clean_env`` passes the child only the variables ``environment`` keeps.
+    ``clean_env`` passes the child only the variables ``environment`` keeps; ``cwd`` is the
+    child's working directory (torch's import keeps ``os.getcwd()``, so the caller's directory
+    moved counts by up to 2%), None to inherit the caller's.
     """
 
     cache_sim: bool = True
@@ -312,6 +314,7 @@ class Launch:
     no_aslr: bool = True
     hash_seed: str | None = "0"
     clean_env: bool = True
+    cwd: str | None = "/"     # the child's working directory: fixed, whatever the caller's
     i1: str = "32768,8,64"
     d1: str = "32768,8,64"
     ll: str = "8388608,16,64"
@@ -363,6 +366,25 @@ def environment(out_dir: str | os.PathLike, base: Mapping[str, str] | None = Non
     else:
         env.pop("PYTHONHASHSEED", None)
     return env
+
+
+@dataclass(frozen=True)
+class Child:
+    """How to start the child: ``subprocess.run(c.argv, env=c.env, cwd=c.cwd)``."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None
+
+
+def child(argv: Sequence[str], out_dir: str | os.PathLike, launch: Launch = Launch(),
+          base: Mapping[str, str] | None = None, keep: Iterable[str] = ()) -> Child:
+    """``command``, ``environment`` and the working directory of a child that counts, together.
+
+    ``argv`` must not depend on the caller's working directory (absolute paths), since the child
+    runs in ``launch.cwd``.
+    """
+    return Child(command(argv, out_dir, launch), environment(out_dir, base, launch, keep), launch.cwd)
 
 
 # --------------------------------------------------------------------------- client requests (in the child)
@@ -433,6 +455,11 @@ class Client:
         self.instrumented = False
         self.primed = False
         self.dumps = 0  # dumps requested so far: callgrind numbers the files the same way
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        # Callgrind follows a forked child into files of its own pid, numbered from 1 again.
+        self.dumps = 0
 
     def running(self) -> int:
         """RUNNING_ON_VALGRIND: 0 outside valgrind, else the depth of valgrinds."""
@@ -553,6 +580,8 @@ def count(target: Callable, args: tuple = (), *, name: str, calls: int = DEFAULT
     directory = _out_dir()
     gc_was_enabled = gc.isenabled()
     gc.collect()  # before the warm-up: a full collection walks the whole heap, evicting the caches
+    if os.environ.get("PERF_CALLGRIND_TRIM"):
+        _malloc_trim()
     gc.disable()
     try:
         if not c.primed:
@@ -572,6 +601,13 @@ def count(target: Callable, args: tuple = (), *, name: str, calls: int = DEFAULT
             gc.enable()
     overhead, total = (d.totals for d in _read_own_dumps(directory, c.dumps - 1, [f"{name} [overhead]", name]))
     return Count(clean_name(name), calls, total, overhead, 1 if setup is None else calls)
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _calls(target: Callable, args: tuple, setup: Callable[[], tuple[tuple, dict]] | None, n: int) -> None:
@@ -640,3 +676,202 @@ def iter_counts(dumps: Iterable[Dump]) -> dict[str, Counters]:
         if d.name is not None:
             out[d.name] = out.get(d.name, Counters()) + d.totals
     return out
+
+
+# --------------------------------------------------------------------------- the zygote server
+#
+# Counts depend on the memory layout of the process that counts, and that layout on everything
+# the process did before: the same benchmark counted after a different selection of others, or
+# from another working directory, came out up to 2% apart (torch at seed). A zygote fixes it:
+# one process under callgrind imports the libraries, then forks a child per request; the child
+# reads its request (what to count), counts, replies and exits. Every child starts from the same
+# state, whatever was asked before or will be asked after (docs/results/counts.md).
+
+SERVE_EOF = 3             # a child's exit status when there are no more requests
+MAX_REQUEST = 1 << 20     # bytes of one request line
+
+
+def load_handler(spec: str) -> Callable[[dict], dict]:
+    """The function ``spec`` names: ``package.module:function`` or ``/path/to/file.py:function``."""
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise CallgrindError(f"handler {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    try:
+        if where.endswith(".py"):
+            import importlib.util
+
+            module_spec = importlib.util.spec_from_file_location("perf_callgrind_handler", where)
+            if module_spec is None or module_spec.loader is None:
+                raise ImportError(f"cannot load {where}")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            import importlib
+
+            module = importlib.import_module(where)
+        return getattr(module, name)
+    except (ImportError, AttributeError, OSError, SyntaxError) as exc:
+        raise CallgrindError(f"handler {spec!r} cannot be loaded: {exc}") from None
+
+
+def _read_line(fd: int) -> bytes:
+    data = b""
+    while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def serve(handler: Callable[[dict], dict], requests: int = 0, replies: int = 1) -> None:
+    """The zygote's loop: fork; the child answers one JSON request line with one JSON reply line.
+
+    Replies are ``{"ok": handler(request)}`` or ``{"error": "one line"}``. Requests come on
+    ``requests`` (stdin), one at a time (the client waits for each reply); replies go to
+    ``replies``, which is moved off stdout first so that nothing the handler prints can mix
+    with them. Returns when the requests end.
+    """
+    import json
+
+    if replies == 1:
+        replies = os.dup(1)
+        os.dup2(2, 1)  # print() now goes to stderr
+    if under_callgrind():
+        c = client()
+        if not c.primed:
+            _prime(c)  # once, here: every child inherits the specialised bytecode
+    gc.collect()
+    gc.freeze()  # what the zygote holds is never traversed again by a child's collections
+    while True:
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                line = _read_line(requests)
+                if not line.strip():
+                    status = SERVE_EOF
+                else:
+                    try:
+                        reply = {"ok": handler(json.loads(line))}
+                    except CallgrindError as exc:
+                        reply = {"error": str(exc)}
+                    except Exception as exc:  # noqa: BLE001 - any failure is a reply, never a dead server
+                        reply = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+                    os.write(replies, (json.dumps(reply) + "\n").encode())
+                    status = 0
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code == SERVE_EOF:
+            return
+        if code != 0:
+            why = f"signal {-code}" if code < 0 else f"exit status {code}"
+            os.write(replies, (json.dumps({"error": f"the counting child died ({why}) before it replied"}) + "\n").encode())
+
+
+class Server:
+    """The caller's side of the zygote: runs it under callgrind and sends it requests.
+
+        with Server("mypkg.counting:handle", out_dir, pythonpath=[repo]) as server:
+            reply = server.request({"stage": "relu", ...})
+
+    valgrind's own messages go to ``out_dir/valgrind.log``; a zygote that dies is a
+    CallgrindError quoting the end of that log.
+    """
+
+    def __init__(self, handler: str, out_dir: str | os.PathLike, *, launch: Launch = Launch(),
+                 preload: Sequence[str] = (), pythonpath: Sequence[str | os.PathLike] = (),
+                 base: Mapping[str, str] | None = None, keep: Iterable[str] = (), python: str | None = None) -> None:
+        import sys
+
+        self.log = Path(out_dir, "valgrind.log")
+        argv = [python or sys.executable, "-m", "perf.callgrind", "serve", handler]
+        if preload:
+            argv += ["--preload", ",".join(preload)]
+        spec = child(argv, out_dir, launch, base, keep)
+        env = dict(spec.env)
+        if pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join([*map(os.fspath, pythonpath), *filter(None, [env.get("PYTHONPATH")])])
+        try:
+            with open(self.log, "wb") as log:
+                self._proc = subprocess.Popen(spec.argv, env=env, cwd=spec.cwd, stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=log)
+        except OSError as exc:
+            raise CallgrindError(f"cannot start valgrind: {exc.strerror or exc}; {INSTALL_HINT}") from None
+
+    def request(self, payload: dict) -> dict:
+        """Send one request, wait for its reply; the handler's result, or a CallgrindError."""
+        import json
+
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write((json.dumps(payload) + "\n").encode())
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = b""
+        if not line:
+            self._proc.wait()
+            raise CallgrindError(f"the counting process under valgrind ended (exit {self._proc.returncode}): "
+                                 f"{self._log_tail()}")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise CallgrindError(f"the counting process replied something that is not JSON: {line[:200]!r}") from None
+        if "error" in reply:
+            raise CallgrindError(str(reply["error"]))
+        return reply["ok"]
+
+    def _log_tail(self) -> str:
+        try:
+            lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return "no log"
+        interesting = [ln for ln in lines if not ln.startswith("==")] or lines
+        return " | ".join(interesting[-3:])[:500] or "no message"
+
+    def close(self) -> int:
+        """End the requests; wait for the zygote; its exit status."""
+        if self._proc.stdin and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        return self._proc.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m perf.callgrind serve HANDLER [--preload MOD,...]``: the zygote, under callgrind."""
+    import sys
+
+    if len(argv) < 2 or argv[0] != "serve":
+        print("usage: python -m perf.callgrind serve MODULE:FUNCTION [--preload MOD,MOD]", file=sys.stderr)
+        return 2
+    try:
+        handler = load_handler(argv[1])
+        if len(argv) >= 4 and argv[2] == "--preload":
+            import importlib
+
+            for name in filter(None, argv[3].split(",")):
+                importlib.import_module(name)  # before the first fork: imported once, by the zygote
+        serve(handler)
+    except CallgrindError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from perf import callgrind as _canonical  # the importable module, not this __main__ copy
+
+    sys.exit(_canonical.main(sys.argv[1:]))

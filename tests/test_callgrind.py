@@ -300,3 +300,68 @@ def test_end_to_end_dumps_carry_the_benchmark_names(counted):
                      "relu setup [overhead]", "relu setup", "two relus [overhead]", "two relus"]
     assert all(d.caches[-1].startswith("LL cache: 8388608 B") for d in dumps)
     assert os.path.basename(dumps[-1].path).count(".") == 2  # the final dump, at exit
+
+
+# --------------------------------------------------------------------------- the zygote server, under valgrind
+
+HANDLER = r"""
+import os
+import numpy as np
+from perf import callgrind
+
+def handle(request):
+    if request.get("crash"):
+        os._exit(9)
+    if request.get("fail"):
+        raise ValueError("asked to fail\nover two lines")
+    h = np.random.default_rng(0).standard_normal((request["n"], 100)).astype(np.float32)
+    c = callgrind.count(np.maximum, (h, 0), name=f"relu {request['n']}", calls=3, warmup=3)
+    return {"instructions": c.per_call.instructions, "pid": os.getpid()}
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    why = callgrind.valgrind_problem()
+    if why:
+        pytest.skip(why)
+    try:
+        callgrind.build_shim()
+    except CallgrindError as exc:
+        pytest.skip(str(exc))
+    tmp = tmp_path_factory.mktemp("serve")
+    handler = tmp / "handler.py"
+    handler.write_text(HANDLER)
+    replies = []
+    with callgrind.Server(f"{handler}:handle", tmp, pythonpath=[ROOT], preload=["numpy"]) as server:
+        for request in ({"n": 64}, {"n": 128}, {"fail": True}, {"crash": True}, {"n": 64}, {"n": 8}, {"n": 64}):
+            try:
+                replies.append(server.request(request))
+            except CallgrindError as exc:
+                replies.append(str(exc))
+    return replies
+
+
+def test_server_counts_each_request_in_a_child_of_its_own(served):
+    first, bigger, _, _, again, smaller, third = served
+    assert len({r["pid"] for r in (first, bigger, again, smaller, third)}) == 5
+    assert smaller["instructions"] < first["instructions"] < bigger["instructions"]
+
+
+def test_server_counts_do_not_depend_on_what_was_asked_before(served):
+    first, _, _, _, again, _, third = served
+    assert first["instructions"] == again["instructions"] == third["instructions"]
+
+
+def test_server_failures_are_one_line_replies_and_the_server_goes_on(served):
+    _, _, failed, crashed, again, *_ = served
+    assert failed == "ValueError: asked to fail over two lines"
+    assert "died" in crashed and "exit status 9" in crashed
+    assert isinstance(again, dict)
+
+
+def test_load_handler_names_what_is_wrong(tmp_path):
+    for spec in ("no-colon", f"{tmp_path / 'absent.py'}:f", "perf.callgrind:no_such_function"):
+        with pytest.raises(CallgrindError, match="handler"):
+            callgrind.load_handler(spec)
+    assert callgrind.load_handler("perf.callgrind:parse_dump") is callgrind.parse_dump
