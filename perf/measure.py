@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
+from kernels.problem import Problem
+
 from . import callgrind, gate, pb, processes
 from .cases import PROBES, Bound, Case, bind
 from .results import Metric
@@ -111,11 +113,25 @@ def cannot_count(case: Case, b) -> str:
     return ""
 
 
-def count(bound: Bound, case: Case, name: str, metric: str) -> tuple[list[float], dict]:
-    """One value per call counted under callgrind (this process runs under it), and what callgrind saw per call."""
-    counted = callgrind.count(bound.target, bound.args, setup=bound.setup, name=name, calls=COUNT_CALLS)
-    per_call = counted.per_call.summary()
-    return [per_call["cycles" if metric == Metric.CYCLES.value else "instructions"]], per_call
+def count_request(request: dict) -> dict:
+    """The counting server's handler (perf.callgrind.serve): in a child forked for this one benchmark
+    from a process under callgrind, bind the case afresh and count its calls; what callgrind saw per call.
+
+    A fork per benchmark: what ran before (other benchmarks, their order, the selection) leaves
+    nothing behind that the count could see (docs/results/counts.md)."""
+    from .machine import pin_threads
+
+    pin_threads(request["threads"])
+    case = Case(request["stage"], request["backend"], Problem(**request["problem"]))
+    bound = bind(case)
+    counted = callgrind.count(bound.target, bound.args, setup=bound.setup, name=request["name"], calls=COUNT_CALLS)
+    return counted.per_call.summary()
+
+
+def count_request_for(case: Case, name: str, threads: int) -> dict:
+    """The request ``count_request`` answers for ``case``."""
+    return {"stage": case.stage, "backend": case.backend, "problem": dataclasses.asdict(case.problem), "name": name,
+            "threads": threads}
 
 
 def run(benchmark, case: Case, perf, item: pytest.Item) -> None:
@@ -134,9 +150,6 @@ def run(benchmark, case: Case, perf, item: pytest.Item) -> None:
             pytest.fail(f"{case.id}: none of the processes measured it (see their lines above)", pytrace=False)
         samples, iterations, verdict, per_process = measured.samples, 1, perf.verdicts.get(name), measured.processes
         counts = measured.counts()
-    elif Metric(perf.settings.metric).counted:  # a counting child, under callgrind
-        samples, counts = count(bound, case, name, perf.settings.metric)
-        iterations, verdict, per_process = COUNT_CALLS, None, []
     else:
         plan_ = Plan(bound, timer, *pb.limits(benchmark))
         samples, iterations, per_process = plan_.measure(), plan_.iterations, []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -107,8 +106,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "perf_threshold(value): the gate's threshold for this benchmark, e.g. '25%'")
     s = settings(config)
-    if Metric(s.metric).counted and not callgrind.under_callgrind():
-        why = callgrind.valgrind_problem()  # this process spawns the counting ones: valgrind must run here
+    if Metric(s.metric).counted:
+        why = callgrind.valgrind_problem()  # this process starts the counting ones: valgrind must run here
         if why:
             raise pytest.UsageError(why)
     perf = PerfSession(s, machine.pin_threads(s.threads))
@@ -393,11 +392,12 @@ def _sigterm_deferred():
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtestloop(session: pytest.Session):
-    """With --perf-processes P > 1: every selected benchmark measured in P fresh processes, and judged on
-    them, before the test bodies run (they check correctness and record what the processes measured)."""
+    """With --perf-processes P > 1, or a counted metric: every selected benchmark measured (counted) in P
+    fresh processes, and judged on them, before the test bodies run (they check correctness and record
+    what the processes measured)."""
     perf = perf_session(session.config)
     bs = pb.session(session.config)
-    counting = Metric(perf.settings.metric).counted and not callgrind.under_callgrind()
+    counting = Metric(perf.settings.metric).counted
     timing = perf.settings.processes > 1 and not processes.is_child() and not Metric(perf.settings.metric).counted
     if (counting or timing) and bs is not None and not bs.disabled:
         items = [i for i in session.items if _case_of(i) is not None and not i.get_closest_marker("skip")]
@@ -419,28 +419,24 @@ def _measure_in_processes(config: pytest.Config, perf: PerfSession, items: list[
     rootdir = config.rootpath
     s = perf.settings
     counted = Metric(s.metric).counted
-    run = functools.partial(processes.run_processes, s=s, budget=processes.Budget(*pb.config_limits(config)),
-                            count=s.processes, rootdir=rootdir, cwd=config.invocation_params.dir,
-                            parent_args=config.invocation_params.args, log=log,
-                            launch=_under_valgrind(rootdir) if counted else None)
+    case_of = {item.nodeid: _case_of(item) for item in items}
+    if counted:
+        measure_all = functools.partial(processes.count_in_servers, s=s, count=s.processes, rootdir=rootdir,
+                                        parent_args=config.invocation_params.args, log=log)
+    else:
+        run = functools.partial(processes.run_processes, s=s, budget=processes.Budget(*pb.config_limits(config)),
+                                count=s.processes, rootdir=rootdir, cwd=config.invocation_params.dir,
+                                parent_args=config.invocation_params.args, log=log)
 
-    def measure_all(names: list[str], label: str = "process") -> dict[str, processes.Measured]:
-        """Time: every benchmark in each process. Counts: one valgrind process per backend (a numpy-only
-        process never imports torch, which costs most of a counting process's start-up)."""
-        groups: dict[str, list[str]] = {}
-        for name in names:
-            groups.setdefault(backend_of[name] if counted else "", []).append(name)
-        found: dict[str, processes.Measured] = {}
-        for backend, group in groups.items():
-            found.update(run([f"{rootdir}/{n}" for n in group], label=f"{backend} {label}".strip()))
-        return found
+        def measure_all(cases: dict[str, Case], label: str = "process") -> dict[str, processes.Measured]:
+            return run([f"{rootdir}/{name}" for name in cases], label=label)
 
-    names = [item.nodeid for item in items]
-    backend_of = {item.nodeid: _case_of(item).backend for item in items}
-    how = "counting" if counted else "measuring"
-    log(f"{how} {len(items)} benchmarks in {s.processes} fresh process{'es' if s.processes > 1 else ''}"
-        f"{' per backend, under valgrind' if counted else ''}, one after the other")
-    perf.in_processes = measure_all(names)
+    if counted:
+        log(f"counting {len(items)} benchmarks under valgrind, {s.processes} fresh process(es) each, "
+            "one zygote per backend")
+    else:
+        log(f"measuring {len(items)} benchmarks in {s.processes} fresh processes, one after the other")
+    perf.in_processes = measure_all(case_of)
     if perf.gate is None:
         return
     for name, m in perf.in_processes.items():
@@ -450,25 +446,13 @@ def _measure_in_processes(config: pytest.Config, perf: PerfSession, items: list[
     again = [name for name, v in perf.verdicts.items() if v is not None and (gate.undecided(v) or v.verdict == gate.REGRESSED)]
     if not again:
         return
-    log(f"{len(again)} undecided or regressed: {how} them in {s.processes} more processes")
-    for name, m in measure_all(again, label="again").items():
+    log(f"{len(again)} undecided or regressed: {'counting' if counted else 'measuring'} them in {s.processes} more "
+        "processes")
+    for name, m in measure_all({name: case_of[name] for name in again}, label="again").items():
         both = perf.in_processes[name]
         both.per_process += m.per_process
         perf.verdicts[name] = perf.gate.judge_processes(
             name, both.values(), both.samples, note=f"measured again in {len(m.per_process)} more processes")
-
-
-def _under_valgrind(rootdir) -> processes.Launcher:
-    """Each counting child under callgrind, in a fixed working directory and a clean environment
-    (what perf.callgrind found repeatable), with the suite's own variables and the repository on its path."""
-    keep = (processes.CHILD_ENV, processes.CHECKED_ENV, processes.PROGRESS_ENV, *machine.THREAD_VARIABLES)
-
-    def launch(cmd: list[str], env: dict[str, str], folder) -> tuple[list[str], dict[str, str], object]:
-        env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(rootdir), env.get("PYTHONPATH", "")) if p)}
-        # A fixed working directory: torch's import keeps os.getcwd(), so the caller's moved the counts.
-        return callgrind.command(cmd, folder), callgrind.environment(folder, base=env, keep=keep), "/"
-
-    return launch
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

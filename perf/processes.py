@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import machine, results
 from .options import Settings
-from .results import Process, Result
+from .results import Metric, Process, Result
 
 CHILD_ENV = machine.CHILD_ENV         # set in a child: it measures and never spawns
 PROGRESS_ENV = "PERF_CHILD_PROGRESS"  # a file the child appends each benchmark's node id to as it starts it
@@ -130,17 +130,10 @@ def command(nodeids: Sequence[str], s: Settings, budget: Budget, json_path: Path
             f"--perf-metric={s.metric}"]
 
 
-# A child's command and environment, in a folder of its own -> what to run, with what, where.
-Launcher = Callable[[list[str], dict[str, str], Path], tuple[list[str], dict[str, str], Path]]
-
-
 def run_processes(nodeids: Sequence[str], s: Settings, budget: Budget, count: int, *, rootdir: Path, cwd: Path,
-                  parent_args: Sequence[str], log: Callable[[str], None], label: str = "process",
-                  launch: Launcher | None = None) -> dict[str, Measured]:
+                  parent_args: Sequence[str], log: Callable[[str], None], label: str = "process") -> dict[str, Measured]:
     """Measure ``nodeids`` in ``count`` fresh processes, one after the other; {name: Measured}.
-
-    ``launch`` turns each child's command into what runs (e.g. under valgrind, in a folder of its
-    own). ChildError on the first failure."""
+    ChildError on the first failure."""
     measured: dict[str, Measured] = {}
     with tempfile.TemporaryDirectory(prefix="perf-processes-") as tmp:
         work = Path(tmp)
@@ -148,13 +141,9 @@ def run_processes(nodeids: Sequence[str], s: Settings, budget: Budget, count: in
             json_path, progress, output = work / f"{k}.json", work / f"{k}.progress", work / f"{k}.log"
             cmd = command(nodeids, s, budget.share(count), json_path, work / "storage", rootdir, parent_args)
             env = machine.child_env(s.threads, **{CHILD_ENV: "1", CHECKED_ENV: "1", PROGRESS_ENV: str(progress)})
-            where_to = cwd
-            if launch is not None:
-                (work / str(k)).mkdir()
-                cmd, env, where_to = launch(cmd, env, work / str(k))
             start = time.perf_counter()
             with open(output, "w", encoding="utf-8", errors="replace") as out:
-                rc = _run(cmd, where_to, env, out)
+                rc = _run(cmd, cwd, env, out)
             where = f"{label} {k}/{count}"
             if rc not in CHILD_OK or not json_path.exists():
                 raise ChildError(_failure(where, rc, progress, output))
@@ -167,6 +156,58 @@ def run_processes(nodeids: Sequence[str], s: Settings, budget: Budget, count: in
                     measured.setdefault(name, Measured()).per_process.append(result)
             log(f"{where}: {len(run.results)} benchmarks in {time.perf_counter() - start:.1f} s")
     return measured
+
+
+def count_in_servers(cases: Mapping[str, object], s: Settings, count: int, *, rootdir: Path,
+                     parent_args: Sequence[str], log: Callable[[str], None], label: str = "") -> dict[str, Measured]:
+    """Count every case (``{name: Case}``) ``count`` times under callgrind; {name: Measured}.
+
+    One zygote per backend runs under callgrind with the project imported (a numpy-only one never
+    imports torch); it forks a fresh child for every count (``perf.measure.count_request``), so
+    what was counted before, the selection and its order leave nothing behind that a count sees.
+    The parent's ``-p`` plugin modules are imported by the zygote too (a test-only plugin that
+    changes a kernel at import changes it there). CallgrindError on the first failure.
+    """
+    from . import callgrind, measure
+
+    by_backend: dict[str, list[str]] = {}
+    for name, case in cases.items():
+        by_backend.setdefault(case.backend, []).append(name)
+    plugins = plugin_modules(parent_args)
+    measured: dict[str, Measured] = {}
+    metric = Metric(s.metric)
+    keep = (*machine.THREAD_VARIABLES, *(k for k in os.environ if k.startswith("PERF_")))
+    with tempfile.TemporaryDirectory(prefix="perf-count-") as tmp:
+        for backend, names in by_backend.items():
+            start = time.perf_counter()
+            module = type(cases[names[0]]).__module__  # perf.cases: imports kernels
+            preload = [module, "perf.measure", _backend_module(backend), *plugins]
+            folder = Path(tmp, backend)
+            folder.mkdir()
+            with callgrind.Server("perf.measure:count_request", folder, preload=preload, pythonpath=[rootdir],
+                                  keep=keep) as server:
+                for name in names:
+                    for _ in range(count):
+                        per_call = server.request(measure.count_request_for(cases[name], name, s.threads))
+                        value = per_call[metric.value]
+                        result = Result(name, metric, (value,), value, None, info=per_call)
+                        measured.setdefault(name, Measured()).per_process.append(result)
+            log(f"{backend}{' ' + label if label else ''}: {len(names)} benchmarks counted {count} time(s) each, "
+                f"a fresh process each, in {time.perf_counter() - start:.1f} s")
+    return measured
+
+
+def plugin_modules(args: Sequence[str]) -> list[str]:
+    """The modules ``-p NAME`` / ``-pNAME`` load (not ``-p no:NAME``)."""
+    given = passed_through(args)
+    names = [b for a, b in zip(given, given[1:]) if a == "-p"] + [a[2:] for a in given if a.startswith("-p") and a != "-p"]
+    return [n for n in names if n and not n.startswith("no:")]
+
+
+def _backend_module(backend: str) -> str:
+    import kernels
+
+    return kernels.backend(backend).raw.__name__
 
 
 def _run(cmd: list[str], cwd: Path, env: Mapping[str, str], out) -> int:

@@ -88,7 +88,8 @@ RELU = ("-p", "no:cacheprovider", "--perf-metric", "instructions", "--perf-backe
 def test_a_stage_is_counted_saved_and_compared_unchanged(tmp_path):
     saved = pytest_perf(*RELU, "--benchmark-autosave", storage_option(tmp_path))
     assert saved.rc == 0, saved.output
-    assert "counting 1 benchmarks in 1 fresh process per backend, under valgrind" in saved.output
+    assert "counting 1 benchmarks under valgrind, 1 fresh process(es) each, one zygote per backend" in saved.output
+    assert "numpy: 1 benchmarks counted 1 time(s) each, a fresh process each, in " in saved.output
     (path,) = tmp_path.rglob("*.json")
     run = results.load_run(path)
     assert run.metric is results.Metric.INSTRUCTIONS
