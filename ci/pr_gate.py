@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-ref", metavar="BRANCH", default=os.environ.get("GITHUB_BASE_REF") or None,
                    help="target branch; the base is the merge base of the head and origin/BRANCH (default: $GITHUB_BASE_REF)")
     p.add_argument("--head", metavar="REV", help="head revision (default: the working tree)")
-    p.add_argument("--rounds", type=positive_int, default=16, help="A/B rounds (default 16)")
+    p.add_argument("--rounds", type=positive_int, default=None,
+                   help="A/B rounds (default: perf.ab's, 16 for time, 3 for a counted --perf-metric)")
     p.add_argument("--threshold", help="smallest slowdown that counts, e.g. 10%% (default: perf.ab's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the round order")
     p.add_argument("--threads", type=positive_int, default=1,
@@ -101,10 +102,12 @@ def resolve_base(repo, base: str | None, base_ref: str | None, head: str | None)
 # --------------------------------------------------------------------------- the A/B
 
 
-def ab_command(repo, base: str | None, head: str | None, rounds: int, threshold: str | None, seed: int,
+def ab_command(repo, base: str | None, head: str | None, rounds: int | None, threshold: str | None, seed: int,
                out: Path, pytest_args: Sequence[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "perf.ab", f"--repo={Path(repo).resolve()}", f"--rounds={rounds}", f"--seed={seed}",
+    cmd = [sys.executable, "-m", "perf.ab", f"--repo={Path(repo).resolve()}", f"--seed={seed}",
            f"--json={out / 'ab.json'}", f"--markdown={out / 'ab.md'}", f"--workdir={out / 'rounds'}"]
+    if rounds:
+        cmd.append(f"--rounds={rounds}")
     if threshold:
         cmd.append(f"--threshold={threshold}")
     if base:

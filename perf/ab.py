@@ -59,6 +59,9 @@ from perf import gate, machine, render, results
 from perf.cli import PASS, REGRESSION, Parser, UsageError, git, run_main, split_dashdash
 
 DEFAULT_ROUNDS = 16
+# Counted metrics (pytest args --perf-metric instructions|cycles): counts hardly move, so 3 rounds
+# decide, and a 1% change is real (docs/results/counts.md); each round starts valgrind twice.
+COUNTED_ROUNDS, COUNTED_THRESHOLD = 3, "1%"  # the --help text says these defaults too
 # One number per benchmark and process; the first is the default.
 STATISTICS = {"min": min, "median": statistics.median}
 MODES = ("auto", "duet", "sequential")
@@ -80,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "e.g. -- --perf-backend numpy,torch-cpu --perf-size seed. Exit status: 0 pass, 1 regression, 2 error.")
     p.add_argument("--base", metavar="REV", help="base revision (default: merge-base of HEAD and origin/main, else HEAD~1)")
     p.add_argument("--head", metavar="REV", help="head revision (default: the working tree, uncommitted changes included)")
-    p.add_argument("--rounds", metavar="R", type=int, default=DEFAULT_ROUNDS,
-                   help=f"rounds of base+head (default {DEFAULT_ROUNDS})")
+    p.add_argument("--rounds", metavar="R", type=int, default=None,
+                   help=f"rounds of base+head (default {DEFAULT_ROUNDS}; {COUNTED_ROUNDS} for a counted --perf-metric)")
     p.add_argument("--recheck-rounds", metavar="N", type=int, default=None,
                    help="rounds measuring again, once, only the benchmarks left undecided (default 2 x --rounds; 0: none)")
     p.add_argument("--statistic", choices=list(STATISTICS), default=next(iter(STATISTICS)),
                    help="what each process contributes per benchmark: the minimum of its samples (default) or the median")
-    p.add_argument("--threshold", default=DEFAULT_THRESHOLD,
-                   help="smallest change that counts, e.g. 10%% or 0.1 (default %(default)s)")
+    p.add_argument("--threshold", default=None,
+                   help="smallest change that counts, e.g. 10%% or 0.1 (default 5%%; 1%% for a counted --perf-metric)")
     p.add_argument("--alpha", type=float, default=0.05, help="suite-wide false-alarm rate, Holm-controlled (default 0.05)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the round order (default 0)")
@@ -105,12 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def metric_of(pytest_args: Sequence[str]) -> results.Metric:
+    """The --perf-metric the pytest args ask for (time unless they say otherwise)."""
+    args = list(pytest_args)
+    for i, arg in enumerate(args):
+        if arg == "--perf-metric" and i + 1 < len(args):
+            return results.Metric.parse(args[i + 1], "--perf-metric")
+        if arg.startswith("--perf-metric="):
+            return results.Metric.parse(arg.split("=", 1)[1], "--perf-metric")
+    return results.Metric.TIME
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Our options, plus `pytest_args` (what follows '--' and any option we do not know),
     `base_args`/`head_args` (split with shlex) and `threshold` parsed to a fraction."""
     argv, tail = split_dashdash(argv)
     opts, unknown = build_parser().parse_known_args(argv)
     opts.pytest_args = unknown + tail
+    counted = metric_of(opts.pytest_args).counted
+    if opts.rounds is None:
+        opts.rounds = COUNTED_ROUNDS if counted else DEFAULT_ROUNDS
+    if opts.threshold is None:
+        opts.threshold = COUNTED_THRESHOLD if counted else DEFAULT_THRESHOLD
     try:
         opts.threshold = gate.parse_threshold(opts.threshold)
     except gate.GateError as e:
@@ -433,6 +452,7 @@ def run(opts: argparse.Namespace) -> int:
            else "A/B, interleaved rounds")
     meta = {
         "title": "Performance A/B",
+        "metric": metric_of(opts.pytest_args).value,
         "mode": how + f" in fresh processes, Yuen's trimmed paired t-test on log ratios of per-process {per_process}",
         "base": base_label,
         "head": head_label,

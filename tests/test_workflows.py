@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 NAMES = ("tests.yml", "perf-gate.yml", "gpu.yml")
 # What a run: step may call: this repository's commands, pip, pytest, ruff. Nothing else.
-ALLOWED = ("python -m ci.", "python3 -m ci.", "python -m perf.", "python -m pip install ", "pytest ", "ruff check")
+ALLOWED = ("python -m ci.", "python3 -m ci.", "python -m perf.", "python -m pip install ", "pytest ", "ruff check",
+           "sudo apt-get update ", "sudo apt-get install ")  # system packages: valgrind for the counted gate
 SHELL_LOGIC = ("&&", "||", ";", "|", "$(", "`", "<<", " if ", " for ", " then ", " do ")
 
 
@@ -82,7 +83,7 @@ def test_every_run_step_is_one_command_from_the_repository(name: str) -> None:
         lines = [line for line in step["run"].splitlines() if line.strip()]
         assert len(lines) == 1, f"{name} job {job_id}: a run step with logic belongs in ci/: {step['run']!r}"
         line = lines[0].strip()
-        assert line.startswith(ALLOWED), f"{name} job {job_id}: {line!r} is not a repository command, pip, pytest or ruff"
+        assert line.startswith(ALLOWED), f"{name} job {job_id}: {line!r} is not a repository command, pip, apt, pytest or ruff"
         assert not any(s in line for s in SHELL_LOGIC), f"{name} job {job_id}: shell logic in {line!r}"
         assert "${{" not in line, f"{name} job {job_id}: pass expressions through env:, not into the shell: {line!r}"
 
@@ -178,10 +179,9 @@ def test_tests_workflow_runs_lint_and_the_readme_test_command_on_every_supported
 def test_perf_gate_runs_the_ab_on_pull_requests_with_the_whole_history(monkeypatch: pytest.MonkeyPatch) -> None:
     doc = load("perf-gate.yml")
     assert "pull_request" in doc["on"]
-    (job,) = doc["jobs"].values()
+    job = doc["jobs"]["ab"]
     assert job["runs-on"] == "ubuntu-latest"
-    (checkout,) = uses(doc, "actions/checkout")
-    assert checkout["with"]["fetch-depth"] == 0
+    assert all(c["with"]["fetch-depth"] == 0 for c in uses(doc, "actions/checkout"))
     (gate,) = [s for s in job["steps"] if "ci.pr_gate" in s.get("run", "")]
     for var, value in _placeholders(doc, job, gate).items():
         monkeypatch.setenv(var, value)
@@ -189,9 +189,23 @@ def test_perf_gate_runs_the_ab_on_pull_requests_with_the_whole_history(monkeypat
     assert opts.threads == 1 and "--perf-threads" in gate["env"]["PYTEST_ARGS"]
     assert "github.base_ref" in gate["env"]["BASE_REF"]
     assert "perf-regression-accepted" in gate["env"]["PERF_ACCEPT_REGRESSION"]
-    (upload,) = uses(doc, "actions/upload-artifact")
-    assert upload["if"] == "always()" and upload["with"]["path"] == opts.out
+    upload = next(u for u in uses(doc, "actions/upload-artifact") if u["with"]["path"] == opts.out)
+    assert upload["if"] == "always()"
     assert doc["concurrency"]["cancel-in-progress"] is True
+
+
+def test_perf_gate_offers_the_same_gate_on_instruction_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = load("perf-gate.yml")
+    job = doc["jobs"]["counts"]
+    assert "vars.PERF_GATE_COUNTS" in job["if"] and "inputs.counts" in job["if"]
+    assert doc["on"]["workflow_dispatch"]["inputs"]["counts"]["type"] == "boolean"
+    assert any("apt-get install" in s.get("run", "") and "valgrind" in s["run"] for s in job["steps"])
+    (gate,) = [s for s in job["steps"] if "ci.pr_gate" in s.get("run", "")]
+    for var, value in _placeholders(doc, job, gate).items():
+        monkeypatch.setenv(var, value)
+    opts = pr_gate.parse_args(shlex.split(os.path.expandvars(gate["run"].split("ci.pr_gate", 1)[1])))
+    assert "--perf-metric" in opts.pytest and opts.pytest[opts.pytest.index("--perf-metric") + 1] == "instructions"
+    assert opts.rounds is None  # perf.ab's defaults for a counted metric: 3 rounds, 1%
 
 
 def test_gpu_jobs_run_on_configurable_runner_classes() -> None:
