@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 
 _limits = None  # keeps threadpoolctl's limits in force for the whole run
@@ -31,11 +32,13 @@ CHILD_ENV = "PERF_CHILD"
 PER_PROCESS = ("threads", "blas")
 
 
-def pin_threads(n: int) -> dict[str, int]:
+def pin_threads(n: int, *, import_torch: bool = True) -> dict[str, int]:
     """Run torch and every BLAS/OpenMP pool with ``n`` threads; return the counts now in force.
 
     With more threads than free cores, spinning workers of torch and OpenBLAS fight over the
     cores and a 0.1 ms matmul can take a whole scheduler slice; one thread is the default.
+    ``import_torch=False`` pins torch only where it is imported already (a numpy-only process
+    under valgrind would spend 12 s importing it).
     """
     global _limits
     for name in THREAD_VARIABLES:
@@ -43,29 +46,33 @@ def pin_threads(n: int) -> dict[str, int]:
     from threadpoolctl import threadpool_limits
 
     _limits = threadpool_limits(limits=n)
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch = sys.modules.get("torch")
+    if torch is None and import_torch:
+        try:
+            import torch
+        except ImportError:
+            torch = None
     if torch is not None:
         torch.set_num_threads(n)
         try:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # already set, or parallel work already started
             pass
-    return thread_counts()
+    return thread_counts(import_torch=import_torch)
 
 
-def thread_counts() -> dict[str, int]:
+def thread_counts(*, import_torch: bool = True) -> dict[str, int]:
     from threadpoolctl import threadpool_info
 
     counts = {f"{pool['internal_api']}": pool["num_threads"] for pool in threadpool_info()}
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is None and import_torch:
+        try:
+            import torch
+        except ImportError:
+            torch = None
+    if torch is not None:
         counts["torch"] = torch.get_num_threads()
-    except ImportError:
-        pass
     return dict(sorted(counts.items()))
 
 
