@@ -498,13 +498,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr = terminalreporter
     tr.section("perf gate")
     if perf.gate is None:
-        tr.write_line(f"No baseline to compare with in {perf.storage}: nothing was gated. "
-                      "Save one first: pytest perf --benchmark-autosave (or --benchmark-save=NAME).")
-        return
-    rows = [*perf.comparisons, *perf.gate.unmatched(perf.measured, perf.collected)]
-    meta = perf.gate.meta(perf.threads)
-    for line in render.to_text(rows, meta).splitlines():
-        tr.write_line(line)
+        nothing = (f"No baseline to compare with in {perf.storage}: nothing was gated. "
+                   "Save one first: pytest perf --benchmark-autosave (or --benchmark-save=NAME).")
+        tr.write_line(nothing)
+        # The reports are still written (a CI step reads them): no rows, and why.
+        rows, meta = [], {"mode": "saved baseline", "baseline": "none", "gated": nothing}
+    else:
+        rows = [*perf.comparisons, *perf.gate.unmatched(perf.measured, perf.collected)]
+        meta = perf.gate.meta(perf.threads)
+        for line in render.to_text(rows, meta).splitlines():
+            tr.write_line(line)
     s = perf.settings
     try:
         if s.report_json:

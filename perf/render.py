@@ -146,7 +146,8 @@ def to_markdown(comparisons: Sequence[Comparison], meta: Mapping) -> str:
     lines += ["", f"**{summary_line(comparisons)}**", ""]
     header = [h.format(ci=_interval_label(meta)) for h in _COLUMNS]
     header = [h if h.startswith("p") else h[0].upper() + h[1:] for h in header]
-    lines += ["| " + " | ".join(header) + " |", "|:---|---:|---:|---:|---:|---:|---:|:---|"]
+    if comparisons:
+        lines += ["| " + " | ".join(header) + " |", "|:---|---:|---:|---:|---:|---:|---:|:---|"]
     for c in _sorted_rows(comparisons):
         cells = _cells(c, metric)
         cells[0] = f"`{md_escape(cells[0])}`"

@@ -167,7 +167,9 @@ def parse_run(doc: object, source: str) -> Run:
     benchmarks = doc.get("benchmarks")
     if not isinstance(benchmarks, list):
         check.fail("benchmarks", "missing or not a list: not pytest-benchmark JSON")
-    header = doc.get("perf") if isinstance(doc.get("perf"), Mapping) else {}
+    header = doc.get("perf", {})
+    if not isinstance(header, Mapping):
+        check.fail("perf", f"expected an object (the suite's header), got {_kind(header)}")
     run_metric = Metric.parse(header.get("metric", Metric.TIME.value), f"{source}: perf.metric")
     machine_info = doc.get("machine_info", {})
     if not isinstance(machine_info, Mapping):

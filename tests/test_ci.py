@@ -21,6 +21,7 @@ import pytest
 from ci import baselines, github, gpu_baseline, gpu_env, gpu_setup, merge_report, pr_gate
 from perf import machine, results
 from perf.cli import ERROR, INTERRUPTED, PASS, REGRESSION, UsageError
+from tests.damage import damaged_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 FP = {"cpu": "Xeon", "cpus": 16, "python": "3.12.1", "numpy": "2.1", "torch": "2.13.0", "cuda": "12.8",
@@ -448,6 +449,18 @@ def test_gpu_job_on_a_damaged_baseline_is_an_error_before_measuring(gpu_job, cap
     assert (code, outcome["status"]) == (ERROR, "error")
     assert "\n" not in outcome["message"] and gpu_job.fake.calls == []  # nothing measured ungated
     assert len(capsys.readouterr().err.strip().splitlines()) == 1 and "error: fail" in gpu_job.summary()
+
+
+@pytest.mark.parametrize("name", [n for n, _, _ in damaged_runs(run_doc("good"))])
+def test_gpu_job_on_every_kind_of_damaged_newest_run_is_one_line_naming_it(gpu_job, capsys, name: str) -> None:
+    ((data, why),) = [(d, w) for n, d, w in damaged_runs(run_doc("good")) if n == name]
+    save_run(gpu_job.store, KEY, run_doc("good"))
+    path = save_run(gpu_job.store, KEY, data)
+    capsys.readouterr()
+    code, outcome = gpu_job("compare")
+    assert (code, outcome["status"]) == (ERROR, "error") and gpu_job.fake.calls == []
+    assert str(path) in outcome["message"] and why in outcome["message"] and "\n" not in outcome["message"]
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("mode", ["save", "compare"])
