@@ -790,14 +790,22 @@ class Server:
         argv = [python or sys.executable, "-m", "perf.callgrind", "serve", handler]
         if preload:
             argv += ["--preload", ",".join(preload)]
-        spec = child(argv, out_dir, launch, base, keep)
-        env = dict(spec.env)
+        # The zygote sees no path that changes from run to run or from checkout to checkout: a shell
+        # opens the dump folder (a fresh temporary name each run) and the pythonpath folders on
+        # fixed descriptors, and the zygote names them through those (/dev/fd/3, /dev/fd/4, ...).
+        # With the folder's name in its environment, torch's allocating stages counted up to 1.3%
+        # apart from one run to the next (docs/results/counts.md).
+        folders = [os.fspath(out_dir), *map(os.fspath, pythonpath)]
+        named = [f"/dev/fd/{3 + i}" for i in range(len(folders))]
+        opens = " ".join(f'{3 + i}<"${i + 1}"' for i in range(len(folders)))
+        shell = ["sh", "-c", f'exec {opens} && shift {len(folders)} && exec "$@"', "sh", *folders]
+        env = environment(named[0], base, launch, keep)
         if pythonpath:
-            env["PYTHONPATH"] = os.pathsep.join([*map(os.fspath, pythonpath), *filter(None, [env.get("PYTHONPATH")])])
+            env["PYTHONPATH"] = os.pathsep.join([*named[1:], *filter(None, [env.get("PYTHONPATH")])])
         try:
             with open(self.log, "wb") as log:
-                self._proc = subprocess.Popen(spec.argv, env=env, cwd=spec.cwd, stdin=subprocess.PIPE,
-                                              stdout=subprocess.PIPE, stderr=log)
+                self._proc = subprocess.Popen([*shell, *command(argv, out_dir, launch)], env=env, cwd=launch.cwd,
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         except OSError as exc:
             raise CallgrindError(f"cannot start valgrind: {exc.strerror or exc}; {INSTALL_HINT}") from None
 
