@@ -13,13 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gate, history, machine
+from .gate import COUNT_NOISE
 from .processes import STATISTIC
 from .results import Metric, ResultsError, Run, load_run, readable_runs
-
-# How far the counts of an unchanged stage move when other code changes: allocating stages of a few
-# thousand instructions moved by up to 1.3% with where things lie in memory (docs/results/counts.md).
-# A counted change is judged against at least this: REGRESSED from about +2%.
-COUNT_NOISE = 0.01
 
 
 class BaselineError(Exception):

@@ -385,3 +385,12 @@ def test_cpu_halves_are_disjoint_and_need_two_cpus(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
     with pytest.raises(UsageError, match="--mode duet needs at least 2 CPUs"):
         ab.cpu_halves()
+
+
+def test_counts_are_judged_by_the_count_rule_not_a_test_on_identical_rounds():
+    # Each side's rounds agree to the instruction; a 1.3% shift (what other code moves in memory)
+    # is not a regression, +3% is, and equal counts are unchanged.
+    base = [{"a": 24_000.0, "b": 24_000.0, "c": 50_000.0}] * 3
+    head = [{"a": 24_000.0 * 1.013, "b": 24_000.0 * 1.03, "c": 50_000.0}] * 3
+    verdicts = {c.name: c.verdict for c in ab.decide(base, head, 0.01, counted=True)}
+    assert verdicts == {"a": gate.INCONCLUSIVE, "b": gate.REGRESSED, "c": gate.UNCHANGED}
