@@ -347,8 +347,8 @@ COUNT_NOISE = 0.01
 def compare_counts(name, baseline, current, threshold, noise: float = COUNT_NOISE) -> Comparison:
     """Counted values (instructions or estimated cycles per call, one per process) against the baseline's.
 
-    Counts do not move with the machine's load, but they are not exact either: a fresh process,
-    another working directory or environment moves them by a little (``noise``, measured:
+    Counts do not move with the machine's load, but they are not exact either: a change to other
+    code moves where a stage's allocations land, and its count by a little (``noise``, measured:
     docs/results/counts.md). Change = ratio of the means; interval = the change widened by the
     larger of ``noise`` and the spread seen within either side (max / min - 1). REGRESSED when
     the interval's low end is past 1 + threshold (IMPROVED symmetrically), INCONCLUSIVE when the
