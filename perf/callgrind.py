@@ -771,6 +771,14 @@ def serve(handler: Callable[[dict], dict], requests: int = 0, replies: int = 1) 
             os.write(replies, (json.dumps({"error": f"the counting child died ({why}) before it replied"}) + "\n").encode())
 
 
+OUT_DIR_NAME = "/dev/fd/3"  # the zygote's name for its dump folder
+
+
+def path_name(index: int) -> str:
+    """The zygote's name for the ``index``-th folder of a Server's ``pythonpath``."""
+    return f"/dev/fd/{4 + index}"
+
+
 class Server:
     """The caller's side of the zygote: runs it under callgrind and sends it requests.
 
@@ -796,7 +804,7 @@ class Server:
         # With the folder's name in its environment, torch's allocating stages counted up to 1.3%
         # apart from one run to the next (docs/results/counts.md).
         folders = [os.fspath(out_dir), *map(os.fspath, pythonpath)]
-        named = [f"/dev/fd/{3 + i}" for i in range(len(folders))]
+        named = [OUT_DIR_NAME, *(path_name(i) for i in range(len(pythonpath)))]
         opens = " ".join(f'{3 + i}<"${i + 1}"' for i in range(len(folders)))
         shell = ["sh", "-c", f'exec {opens} && shift {len(folders)} && exec "$@"', "sh", *folders]
         env = environment(named[0], base, launch, keep)

@@ -182,6 +182,7 @@ def count_in_servers(cases: Mapping[str, object], s: Settings, count: int, *, ro
             start = time.perf_counter()
             module = type(cases[names[0]]).__module__  # perf.cases: imports kernels
             preload = [module, "perf.measure", _backend_module(backend), *plugins]
+            compile_sources(rootdir, preload)
             folder = Path(tmp, backend)
             folder.mkdir()
             with callgrind.Server("perf.measure:count_request", folder, preload=preload, pythonpath=[rootdir],
@@ -195,6 +196,27 @@ def count_in_servers(cases: Mapping[str, object], s: Settings, count: int, *, ro
             log(f"{backend}{' ' + label if label else ''}: {len(names)} benchmarks counted {count} time(s) each, "
                 f"a fresh process each, in {time.perf_counter() - start:.1f} s")
     return measured
+
+
+def compile_sources(rootdir: Path, modules: Sequence[str]) -> None:
+    """Byte-compile the project's packages that ``modules`` come from, as the zygote names them.
+
+    A zygote that compiles a module from source (no .pyc yet: the first run in a fresh checkout,
+    or a parent with PYTHONDONTWRITEBYTECODE) ends up with another memory layout than one that
+    loads a .pyc, and one whose .pyc files name another checkout's path renames every code object
+    on loading: either moved small stages' counts by up to 2% (docs/results/counts.md). So the
+    files are compiled afresh under the name the zygote imports them by (its first pythonpath
+    folder, perf.callgrind.path_name(0)). Where the folder cannot be written, every zygote
+    compiles alike.
+    """
+    import compileall
+
+    from .callgrind import path_name
+
+    for top in dict.fromkeys(m.split(".")[0] for m in modules):
+        folder = rootdir / top
+        if folder.is_dir():
+            compileall.compile_dir(str(folder), ddir=f"{path_name(0)}/{top}", force=True, quiet=2)
 
 
 def plugin_modules(args: Sequence[str]) -> list[str]:
