@@ -1,13 +1,14 @@
 """Test-only pytest plugin: deterministic changes to the stages, for the counted metric's calibration.
 
-    PERF_EXTRA_WORK="relu:300,grad_y_pred:300" pytest perf -p tests.plugins.extra_work ...
+    PERF_EXTRA_WORK="relu:0,grad_y_pred:1" pytest perf -p tests.plugins.extra_work ...
     PERF_RELU_BACKWARD=select pytest perf -p tests.plugins.extra_work ...
     PERF_LAYOUT_PAD=4096 pytest perf -p tests.plugins.extra_work ...
 
-``PERF_EXTRA_WORK`` wraps each named stage of every backend module: the wrapper calls the stage,
-then runs N iterations of a Python loop (the same instructions on every call, no memory
-traffic). ``PERF_RELU_BACKWARD=select`` swaps relu_backward back to the branching select this
-project replaced (``np.where`` / ``masked_fill``), exact like the fused form: the real regression.
+``PERF_EXTRA_WORK`` wraps each named stage (relu, grad_y_pred) of every backend module: the
+wrapper calls the stage, then runs N iterations of a Python loop (the same instructions on every
+call, no memory traffic; with N=0 the wrapper alone). ``PERF_RELU_BACKWARD=select`` swaps
+relu_backward back to the branching select this project replaced (``np.where`` /
+``masked_fill``), exact like the fused form: the real regression.
 ``PERF_LAYOUT_PAD=N`` changes no stage: it keeps N bytes in small objects alive from import on,
 as a change to unrelated code would, moving where everything allocated later lies in memory.
 
@@ -29,7 +30,8 @@ WRAPPABLE = ("relu", "grad_y_pred")  # the microsecond-scale stages the calibrat
 def with_loop(stage: str, fn, iterations: int):
     """``fn`` (relu or grad_y_pred) followed by ``iterations`` turns of a counting loop. The wrapper
     has the stage's own parameters, not ``*args, **kwargs``, whose packing alone cost ~1,200
-    instructions (5% of numpy's relu at seed); with them it adds ~900, each turn ~200."""
+    instructions (5% of numpy's relu at seed); with them it adds ~900 to numpy's relu and ~570 to
+    torch's grad_y_pred, each turn ~200 more."""
     if stage == "relu":
 
         @functools.wraps(fn)
