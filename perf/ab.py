@@ -206,15 +206,16 @@ def pair_rounds(base_rounds: Sequence[dict[str, float]], head_rounds: Sequence[d
 
 
 def decide(base_rounds, head_rounds, threshold: float, alpha: float = 0.05, confidence: float = 0.95, *,
-           counted: bool = False) -> list[gate.Comparison]:
+           metric: results.Metric = results.Metric.TIME) -> list[gate.Comparison]:
     """Paired verdicts with Holm over all paired benchmarks; NEW and MISSING rows for the rest.
 
-    Counts (``counted``) are judged by ``gate.compare_counts``, not by a test on the rounds: each
+    Counts (a counted ``metric``) are judged by ``gate.compare_counts``, not by a test on the rounds: each
     side's rounds agree to the instruction, and what the two sides' code moves in memory (up to
     1.3% for small allocating stages) is not in any round-to-round variance."""
     paired, only_base, only_head = pair_rounds(base_rounds, head_rounds)
-    if counted:
-        comps = [gate.compare_counts(n, b, h, threshold) for n, (b, h) in paired.items()]
+    if metric.counted:
+        noise = gate.count_noise(metric)
+        comps = [gate.compare_counts(n, b, h, threshold, noise) for n, (b, h) in paired.items()]
     else:
         comps = [gate.compare_paired(n, b, h, threshold, alpha=alpha, confidence=confidence) for n, (b, h) in paired.items()]
         comps = gate.holm(comps, alpha)
@@ -444,10 +445,10 @@ def run(opts: argparse.Namespace) -> int:
             measure = functools.partial(measure_rounds, trees=trees, labels=labels, json_dir=json_dir,
                                         halves=halves, statistic=opts.statistic, log=log)
             measured = measure(orders, side_args, "round")
-            counted = metric_of(opts.pytest_args).counted
-            comps = decide(measured[BASE], measured[HEAD], opts.threshold, opts.alpha, opts.confidence, counted=counted)
-            # Counts repeat to the instruction: measuring them again decides nothing new.
-            names = to_recheck(comps) if opts.recheck_rounds and not counted else []
+            metric = metric_of(opts.pytest_args)
+            comps = decide(measured[BASE], measured[HEAD], opts.threshold, opts.alpha, opts.confidence, metric=metric)
+            # Counts repeat: measuring them again decides nothing new.
+            names = to_recheck(comps) if opts.recheck_rounds and not metric.counted else []
             if names:
                 log(f"{len(names)} undecided: measuring them again, {opts.recheck_rounds} rounds")
                 again_orders = round_orders(opts.recheck_rounds, opts.seed + 1)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gate, history, machine
-from .gate import COUNT_NOISE
+from .gate import count_noise
 from .processes import STATISTIC
 from .results import Metric, ResultsError, Run, load_run, readable_runs
 
@@ -117,7 +117,7 @@ class SavedGate:
         if self.baseline.metric.counted:  # one count per process, and they hardly move: judged against their noise
             threshold, drift_note = self.threshold_for(name)
             before = base.per_process(STATISTIC) or base.samples
-            result = gate.compare_counts(name, before, per_process, threshold, COUNT_NOISE)
+            result = gate.compare_counts(name, before, per_process, threshold, count_noise(self.baseline.metric))
             return result.with_note(gate.join_notes(note, drift_note))
         if len(base.processes) < 2:
             why = "the baseline was measured in one process: judged on its rounds, which cannot tell code from placement"
@@ -144,8 +144,8 @@ class SavedGate:
         base_processes = max((len(r.processes) for r in self.baseline.results.values()), default=0) or 1
         if self.baseline.metric.counted:
             evidence = (f"counts per call: {base_processes} process(es) of the baseline against {self.processes} of this "
-                        f"run; a change is judged against their spread, at least {gate.percent(COUNT_NOISE)} (the noise "
-                        "of fresh processes, directories and environments)")
+                        f"run; a change is judged against their spread, at least "
+                        f"{gate.percent(count_noise(self.baseline.metric))} (what moves counts of unchanged code)")
         elif self.processes > 1 and base_processes > 1:
             what = {"min": "minimum", "median": "median"}[STATISTIC]
             evidence = (f"processes: {base_processes} of the baseline against {self.processes} of this run, each "

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perf import ab, gate, machine
+from perf import ab, gate, machine, results
 from perf.ab import BASE, HEAD
 from perf.cli import UsageError
 
@@ -392,5 +392,5 @@ def test_counts_are_judged_by_the_count_rule_not_a_test_on_identical_rounds():
     # is not a regression, +3% is, and equal counts are unchanged.
     base = [{"a": 24_000.0, "b": 24_000.0, "c": 50_000.0}] * 3
     head = [{"a": 24_000.0 * 1.013, "b": 24_000.0 * 1.03, "c": 50_000.0}] * 3
-    verdicts = {c.name: c.verdict for c in ab.decide(base, head, 0.01, counted=True)}
+    verdicts = {c.name: c.verdict for c in ab.decide(base, head, 0.01, metric=results.Metric.INSTRUCTIONS)}
     assert verdicts == {"a": gate.INCONCLUSIVE, "b": gate.REGRESSED, "c": gate.UNCHANGED}

@@ -11,8 +11,9 @@ import pytest
 
 import kernels
 from perf import callgrind, gate, measure, results
-from perf.baseline import COUNT_NOISE, SavedGate
+from perf.baseline import SavedGate
 from perf.cases import Case, probe_problem
+from perf.gate import COUNT_NOISE
 from tests.test_perf_plugin import assert_one_line_error, node, pytest_perf, storage_option
 
 slow = pytest.mark.slow
@@ -104,3 +105,13 @@ def test_a_stage_is_counted_saved_and_compared_unchanged(tmp_path):
     timed = pytest_perf(*RELU[:2], "--perf-backend", "numpy", "--perf-size", "seed", "-k", "relu", "--perf-processes", "1",
                         "--benchmark-compare", storage_option(tmp_path))
     assert_one_line_error(timed, "holds instructions and this run measures time")
+
+
+def test_the_cycle_estimate_is_judged_against_its_own_larger_noise():
+    # Simulated cache misses weigh 10 and 100: the estimate moved up to 21% between fresh processes.
+    assert gate.count_noise("cycles") > gate.count_noise("instructions") == COUNT_NOISE
+    doc = {"perf": {"metric": "cycles"},
+           "benchmarks": [{"fullname": "a", "stats": {"data": [1000.0]}, "extra_info": {"metric": "cycles"}}]}
+    g = SavedGate(results.parse_run(doc, "b.json"), 0.01, 0.05)
+    assert g.judge_processes("a", [1150.0], [1150.0]).verdict != gate.REGRESSED
+    assert g.judge_processes("a", [1600.0], [1600.0]).verdict == gate.REGRESSED
