@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -210,7 +209,8 @@ def main() -> None:
         study = json.loads((args.workdir / "study.json").read_text())
     else:
         if args.workdir.exists() and any(args.workdir.iterdir()):
-            shutil.rmtree(args.workdir)
+            raise SystemExit(f"count_study: --workdir {args.workdir} is not empty: give an empty or new folder "
+                             "(nothing there is removed), or --render to render what it holds")
         study = measure(args.workdir, args.reps, args.det_reps)
     text = "\n".join(render(study)) + "\n"
     if args.out:
