@@ -49,6 +49,12 @@ LAYOUT_PADS = (4096, 65536)  # bytes kept alive from import on: unrelated code, 
 CHANGED = {"extra": ("-relu-", "-grad_y_pred-"), "select": ("-relu_backward-",)}
 
 
+def fail(message: str) -> None:
+    """A usage or environment error: one message, exit status 2 (1 means a regression)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def sh(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[int, float, str]:
     print(f"count_study: (cd {cwd}; {shlex.join(cmd)})", file=sys.stderr, flush=True)
     start = time.perf_counter()
@@ -56,7 +62,7 @@ def sh(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[int, float, 
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1):
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
-        raise SystemExit(f"count_study: {shlex.join(cmd)} exited {proc.returncode}:\n{tail}")
+        fail(f"count_study: {shlex.join(cmd)} exited {proc.returncode}:\n{tail}")
     return proc.returncode, wall, proc.stdout
 
 
@@ -209,7 +215,7 @@ def main() -> None:
         study = json.loads((args.workdir / "study.json").read_text())
     else:
         if args.workdir.exists() and any(args.workdir.iterdir()):
-            raise SystemExit(f"count_study: --workdir {args.workdir} is not empty: give an empty or new folder "
+            fail(f"count_study: --workdir {args.workdir} is not empty: give an empty or new folder "
                              "(nothing there is removed), or --render to render what it holds")
         study = measure(args.workdir, args.reps, args.det_reps)
     text = "\n".join(render(study)) + "\n"
