@@ -46,12 +46,7 @@ def pin_threads(n: int, *, import_torch: bool = True) -> dict[str, int]:
     from threadpoolctl import threadpool_limits
 
     _limits = threadpool_limits(limits=n)
-    torch = sys.modules.get("torch")
-    if torch is None and import_torch:
-        try:
-            import torch
-        except ImportError:
-            torch = None
+    torch = _torch(import_torch)
     if torch is not None:
         torch.set_num_threads(n)
         try:
@@ -61,16 +56,22 @@ def pin_threads(n: int, *, import_torch: bool = True) -> dict[str, int]:
     return thread_counts(import_torch=import_torch)
 
 
-def thread_counts(*, import_torch: bool = True) -> dict[str, int]:
-    from threadpoolctl import threadpool_info
-
-    counts = {f"{pool['internal_api']}": pool["num_threads"] for pool in threadpool_info()}
+def _torch(import_it: bool):
+    """torch where it is imported already; else imported when ``import_it``; None without it."""
     torch = sys.modules.get("torch")
-    if torch is None and import_torch:
+    if torch is None and import_it:
         try:
             import torch
         except ImportError:
             torch = None
+    return torch
+
+
+def thread_counts(*, import_torch: bool = True) -> dict[str, int]:
+    from threadpoolctl import threadpool_info
+
+    counts = {f"{pool['internal_api']}": pool["num_threads"] for pool in threadpool_info()}
+    torch = _torch(import_torch)
     if torch is not None:
         counts["torch"] = torch.get_num_threads()
     return dict(sorted(counts.items()))

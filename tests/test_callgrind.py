@@ -256,8 +256,8 @@ json.dump(out, open(sys.argv[1], "w"))
 """
 
 
-@pytest.fixture(scope="module")
-def counted(tmp_path_factory):
+def skip_unless_counting_works() -> None:
+    """Skip, with the reason, where valgrind cannot run or the client-request shim cannot be built."""
     why = callgrind.valgrind_problem()
     if why:
         pytest.skip(why)
@@ -265,6 +265,11 @@ def counted(tmp_path_factory):
         callgrind.build_shim()
     except CallgrindError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory):
+    skip_unless_counting_works()
     tmp = tmp_path_factory.mktemp("callgrind")
     result = tmp / "result.json"
     env = callgrind.environment(tmp)
@@ -322,13 +327,7 @@ def handle(request):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    why = callgrind.valgrind_problem()
-    if why:
-        pytest.skip(why)
-    try:
-        callgrind.build_shim()
-    except CallgrindError as exc:
-        pytest.skip(str(exc))
+    skip_unless_counting_works()
     tmp = tmp_path_factory.mktemp("serve")
     handler = tmp / "handler.py"
     handler.write_text(HANDLER)
