@@ -177,12 +177,13 @@ def count_in_servers(cases: Mapping[str, object], s: Settings, count: int, *, ro
     measured: dict[str, Measured] = {}
     metric = Metric(s.metric)
     keep = (*machine.THREAD_VARIABLES, *(k for k in os.environ if k.startswith("PERF_")))
+    preloads = {backend: [type(cases[names[0]]).__module__,  # perf.cases: imports kernels
+                          "perf.measure", _backend_module(backend), *plugins] for backend, names in by_backend.items()}
+    compile_sources(rootdir, [m for preload in preloads.values() for m in preload])  # once for every zygote
     with tempfile.TemporaryDirectory(prefix="perf-count-") as tmp:
         for backend, names in by_backend.items():
             start = time.perf_counter()
-            module = type(cases[names[0]]).__module__  # perf.cases: imports kernels
-            preload = [module, "perf.measure", _backend_module(backend), *plugins]
-            compile_sources(rootdir, preload)
+            preload = preloads[backend]
             folder = Path(tmp, backend)
             folder.mkdir()
             with callgrind.Server("perf.measure:count_request", folder, preload=preload, pythonpath=[rootdir],
