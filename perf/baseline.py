@@ -12,14 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gate, history, machine
+from . import drift, gate, machine
+from .errors import BaselineError
 from .gate import count_noise
 from .processes import STATISTIC
 from .results import Metric, ResultsError, Run, load_run, readable_runs
-
-
-class BaselineError(Exception):
-    """A named baseline that cannot be used (missing, unreadable, invalid, foreign, another metric): one line."""
 
 
 def choose(spec: str | bool, files: Sequence[Path], storage: str) -> tuple[Run | None, list[str]]:
@@ -85,7 +82,7 @@ class SavedGate:
         mine = [r for r in runs if r.metric is metric and r.fingerprint is not None
                 and not machine.differences(r.fingerprint, fingerprint)][-keep:]
         self.history_runs = len(mine)
-        self.drift = history.drift_floors(history.run_medians(mine), alpha=self.alpha, tests=self.compared)
+        self.drift = drift.drift_floors(drift.run_medians(mine), alpha=self.alpha, tests=self.compared)
 
     def threshold_for(self, name: str) -> tuple[float, str]:
         threshold = self.thresholds.get(name, self.threshold)

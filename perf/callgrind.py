@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import CallgrindError
+
 ENV_DIR = "RELU_STEP_PERF_CALLGRIND_DIR"  # set by the launcher: where the child's dumps go
 OUT_PREFIX = "callgrind.out."             # dump files: OUT_PREFIX + PID [+ "." + N]
 INSTALL_HINT = "install it with `apt-get install valgrind` on Debian/Ubuntu (`dnf install valgrind` on Fedora)"
@@ -43,8 +45,6 @@ DEFAULT_CACHE_WARMUP = 2   # then instrumented calls with collection off (fills 
 PRIME_REGIONS = 5000       # runs of the counted region's code before a process's first count
 
 
-class CallgrindError(Exception):
-    """A one-line reason why counting cannot go on (valgrind absent, a damaged output file, ...)."""
 
 
 # --------------------------------------------------------------------------- counters

@@ -18,13 +18,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .errors import UsageError
 from .results import ResultsError
 
 PASS, REGRESSION, ERROR, CHECK_FAILED, INTERRUPTED = 0, 1, 2, 7, 130
 
 
-class UsageError(Exception):
-    """A bad argument, an unusable input or a failed environment: printed as one line, exit 2."""
 
 
 class Parser(argparse.ArgumentParser):

@@ -34,6 +34,8 @@ from enum import Enum
 import numpy as np
 from scipy import stats
 
+from .errors import GateError
+
 
 class Verdict(str, Enum):
     """The gate's decision on one benchmark. A str, so JSON holds its value ("regressed")."""
@@ -58,8 +60,6 @@ _DIRECT_BOOTSTRAP_MAX_N = 1000  # above this, bootstrap medians are drawn as ord
 _ACCEPTED = "a percentage such as '10%' or a fraction such as 0.1 (finite, >= 0)"
 
 
-class GateError(ValueError):
-    """Bad user input to the gate (a threshold, alpha, confidence); the message is one line."""
 
 
 @dataclass(frozen=True)

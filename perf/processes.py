@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import machine, results
+from .errors import MeasureError as ChildError
 from .options import Settings
 from .results import Metric, Process, Result
 
@@ -41,8 +42,6 @@ CHILD_OK = (0, 7)                     # a child's exit codes that still give res
 TAKES_VALUE = ("-p", "-o", "--override-ini", "-c", "--config-file", "--import-mode", "-W")  # passed to children as given
 
 
-class ChildError(Exception):
-    """A child process that failed or was interrupted: one line."""
 
 
 def is_child() -> bool:

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from .errors import ResultsError
+
 SAMPLES_KEY = "data"  # stats.data: one value per round, per call (kept by --benchmark-save-data)
 
 
-class ResultsError(Exception):
-    """A results or verdict file that cannot be used: one line naming the file and the field."""
 
 
 class Metric(str, Enum):
@@ -119,6 +119,9 @@ class Run:
     fingerprint: Mapping[str, object] | None
     header: Mapping[str, object]       # the suite's "perf" section: command, settings
     results: dict[str, Result]         # by name, in file order
+    commit_id: str = ""                # the full commit id; '' when unversioned
+    commit_time: str = ""              # the commit's date (ISO 8601, as git gives it); '' when unversioned
+    dirty: bool = False                # saved from a working tree with uncommitted changes
 
     @property
     def complete(self) -> bool:
@@ -183,8 +186,11 @@ def parse_run(doc: object, source: str) -> Run:
         if result.name in results:
             check.fail(f"benchmarks[{i}].fullname", f"{result.name!r} appears twice")
         results[result.name] = result
-    return Run(source=source, metric=run_metric, datetime=_text(doc.get("datetime")), commit=_commit(doc.get("commit_info")),
-               fingerprint=fingerprint, header=header, results=results)
+    info = doc.get("commit_info")
+    info = info if isinstance(info, Mapping) and _text(info.get("id")) not in ("", "unversioned") else {}
+    return Run(source=source, metric=run_metric, datetime=_text(doc.get("datetime")), commit=_commit(info),
+               fingerprint=fingerprint, header=header, results=results, commit_id=_text(info.get("id")),
+               commit_time=_text(info.get("time")), dirty=bool(info.get("dirty")))
 
 
 def _parse_result(check: _Checker, where: str, bench: object, run_metric: Metric) -> Result:

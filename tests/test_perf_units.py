@@ -21,7 +21,7 @@ import kernels.numpy_ as numpy_kernels
 import kernels.torch_ as torch_kernels
 from kernels import check
 from kernels.problem import PRESETS, SWEEPS, Problem
-from perf import history, machine, measure, results, timers
+from perf import drift, machine, measure, results, timers
 from perf.cases import OUT_FORMS, PROBES, STEPS, Case, base_stage, bind, roofline_probe
 from perf.options import parse_sizes, settings
 
@@ -457,24 +457,24 @@ def around(level: float, *relative: float) -> list[float]:
 
 
 def test_drift_floors_need_three_saved_runs():
-    assert history.drift_floors({}, alpha=0.05, tests=1) == {}
-    assert history.drift_floors({"a": [1.0, 2.0], "b": [3.0]}, alpha=0.05, tests=1) == {}
-    assert set(history.drift_floors({"a": [1.0, 2.0], "b": [1.0, 1.1, 1.2]}, alpha=0.05, tests=1)) == {"b"}
+    assert drift.drift_floors({}, alpha=0.05, tests=1) == {}
+    assert drift.drift_floors({"a": [1.0, 2.0], "b": [3.0]}, alpha=0.05, tests=1) == {}
+    assert set(drift.drift_floors({"a": [1.0, 2.0], "b": [1.0, 1.1, 1.2]}, alpha=0.05, tests=1)) == {"b"}
 
 
 def test_drift_floor_is_the_prediction_bound_of_the_log_medians():
     medians = {"a": around(1e-3, -0.1, 0.0, 0.1), "b": around(5e-6, -0.1, 0.0, 0.1)}
     s = statistics.stdev([-0.1, 0.0, 0.1])
-    floors = history.drift_floors(medians, alpha=0.05, tests=4)
+    floors = drift.drift_floors(medians, alpha=0.05, tests=4)
     assert floors["a"] == pytest.approx(floor(s, s, 3, 4, tests=4))
     assert floors["b"] == pytest.approx(floors["a"])  # relative: the level does not matter
 
 
 def test_a_larger_spread_gives_a_larger_floor():
-    calm = history.drift_floors({"x": around(1.0, -0.02, 0.0, 0.02, 0.01)}, alpha=0.05, tests=1)["x"]
-    wild = history.drift_floors({"x": around(1.0, -0.3, 0.0, 0.3, 0.1)}, alpha=0.05, tests=1)["x"]
+    calm = drift.drift_floors({"x": around(1.0, -0.02, 0.0, 0.02, 0.01)}, alpha=0.05, tests=1)["x"]
+    wild = drift.drift_floors({"x": around(1.0, -0.3, 0.0, 0.3, 0.1)}, alpha=0.05, tests=1)["x"]
     assert wild > calm > 0
-    stricter = history.drift_floors({"x": around(1.0, -0.02, 0.0, 0.02, 0.01)}, alpha=0.05, tests=20)["x"]
+    stricter = drift.drift_floors({"x": around(1.0, -0.02, 0.0, 0.02, 0.01)}, alpha=0.05, tests=20)["x"]
     assert stricter > calm  # Bonferroni over more compared benchmarks: a wider bound for each
 
 
@@ -483,7 +483,7 @@ def test_the_pooled_spread_is_used_where_a_benchmark_s_own_is_smaller():
     logs = {k: [math.log(v) for v in vs] for k, vs in medians.items()}
     df = sum(len(v) - 1 for v in logs.values())
     pooled = math.sqrt(sum(statistics.variance(v) * (len(v) - 1) for v in logs.values()) / df)
-    floors = history.drift_floors(medians, alpha=0.05, tests=1)
+    floors = drift.drift_floors(medians, alpha=0.05, tests=1)
     assert statistics.stdev(logs["b"]) < pooled < statistics.stdev(logs["a"])
     assert floors["steady"] == pytest.approx(floor(0.0, pooled, 4, df))
     assert floors["steady"] > 0
@@ -496,7 +496,7 @@ def test_run_medians_read_saved_runs():
     docs = [{"benchmarks": [{"fullname": "t[a]", "stats": {"median": 2.0}}, {"fullname": "t[b]", "stats": {"median": 0}}]},
             {"benchmarks": [{"fullname": "t[a]", "stats": {"median": 3.0}}]}, {"benchmarks": []}]
     runs = [results.parse_run(doc, f"run{i}") for i, doc in enumerate(docs)]
-    assert history.run_medians(runs) == {"t[a]": [2.0, 3.0]}
+    assert drift.run_medians(runs) == {"t[a]": [2.0, 3.0]}
 
 
 # --------------------------------------------------------------------------- fingerprints
