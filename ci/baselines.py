@@ -32,8 +32,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from perf import results
-from perf.cli import UsageError
-from perf.results import ResultsError, Run
+from perf.errors import ResultsError, UsageError
+from perf.results import Run
 
 ROOT_VARIABLE = "RUNNER_BASELINE_DIR"
 DEFAULT_ROOT = "~/.relu-perf-baselines"
@@ -42,11 +42,11 @@ PARTIAL = ".partial-"  # results.save_new's temporary files: what a killed save 
 OLD_POINTER, OLD_SNAPSHOTS = "current", "snapshots"  # the layout before the storage (migrated once)
 
 
-class BaselineError(UsageError):
+class StoreError(UsageError):
     """Bad store input or state: one line, exit status 2."""
 
 
-class LockBusyError(BaselineError):
+class LockBusyError(StoreError):
     """Another process holds the class's lock."""
 
 
@@ -63,16 +63,16 @@ def labels(runner_class: str | Sequence[str]) -> list[str]:
             try:
                 items = json.loads(text)
             except ValueError as exc:
-                raise BaselineError(f"runner class {runner_class!r}: not a JSON list of labels ({exc})") from None
+                raise StoreError(f"runner class {runner_class!r}: not a JSON list of labels ({exc})") from None
             if not isinstance(items, list):
-                raise BaselineError(f"runner class {runner_class!r}: not a JSON list of labels")
+                raise StoreError(f"runner class {runner_class!r}: not a JSON list of labels")
         else:
             items = text.split(",")
     else:
         items = list(runner_class)
     found = sorted({str(i).strip().lower() for i in items if str(i).strip()})
     if not found:
-        raise BaselineError(f"runner class {runner_class!r}: no labels")
+        raise StoreError(f"runner class {runner_class!r}: no labels")
     return found
 
 
@@ -105,7 +105,7 @@ class Store:
     def key_dir(self, key: str) -> Path:
         """The --benchmark-storage folder of one machine."""
         if not key or safe_name(key) != key.lower() or key.startswith("."):
-            raise BaselineError(f"invalid fingerprint key {key!r}")
+            raise StoreError(f"invalid fingerprint key {key!r}")
         return self.dir / key
 
     def runs_dir(self, key: str) -> Path:
@@ -170,7 +170,7 @@ class Store:
     def migrate(self, key: str) -> int:
         """Move the earlier layout's snapshots into the storage, once: each complete snapshot up to the one
         ``current`` named, oldest first, saved as NNNN_<snapshot>.json; then the old files go. Idempotent
-        (a snapshot already in the storage is not saved twice). Anything unreadable is a BaselineError that
+        (a snapshot already in the storage is not saved twice). Anything unreadable is a StoreError that
         names it: the store must be repaired (or reset), not guessed at. Returns the runs moved."""
         kd = self.key_dir(key)
         snapshots = kd / OLD_SNAPSHOTS
@@ -181,7 +181,7 @@ class Store:
         except FileNotFoundError:
             current = ""  # reset before the pointer was written: nothing was in force
         except (OSError, UnicodeDecodeError) as exc:
-            raise BaselineError(f"{kd / OLD_POINTER}: unreadable ({exc}); remove it or run python -m ci.gpu_baseline "
+            raise StoreError(f"{kd / OLD_POINTER}: unreadable ({exc}); remove it or run python -m ci.gpu_baseline "
                                 "reset") from None
         names = sorted(p.name for p in snapshots.iterdir() if p.is_dir() and not p.name.startswith("."))
         keep = [n for n in names if current and n <= current][-KEEP:]
@@ -192,7 +192,7 @@ class Store:
                 results.load_run(path)
                 payloads.append((name, path.read_bytes()))
             except (ResultsError, OSError) as exc:
-                raise BaselineError(f"cannot migrate the old baseline: {exc}; remove {snapshots / name} "
+                raise StoreError(f"cannot migrate the old baseline: {exc}; remove {snapshots / name} "
                                     "or run python -m ci.gpu_baseline reset") from None
         folder = self.runs_dir(key)
         folder.mkdir(parents=True, exist_ok=True)

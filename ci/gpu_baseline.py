@@ -46,9 +46,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from perf import machine, results
-from perf.cli import ERROR, PASS, REGRESSION, Parser, UsageError, git, positive_int, run_main
-from perf.results import ResultsError
+from perf import command, machine, results
+from perf.cli import ERROR, PASS, REGRESSION, Parser, git, positive_int, run_main
+from perf.errors import ResultsError, UsageError
 
 from . import baselines, github, gpu_env, probe
 from .proc import PROJECT_ROOT, make_dir, parse_with_pytest_args, run_tee
@@ -113,19 +113,18 @@ def pytest_command(out: Path, args: Sequence[str], threads: int, storage: Path, 
                    compare: Path | None = None) -> list[str]:
     """``pytest perf`` with this class and machine's storage, results in ``out``; saving as ``save``,
     or gated against the saved run ``compare``."""
-    cmd = [sys.executable, "-m", "pytest", "perf", "-p", "no:cacheprovider", f"--benchmark-json={out / 'current.json'}",
-           f"--benchmark-storage=file://{Path(storage).resolve()}"]
+    more = []
     if save:
-        cmd += [f"--benchmark-save={save}", "--benchmark-save-data"]
+        more += [f"--benchmark-save={save}", "--benchmark-save-data"]
     if compare is not None:
-        cmd += [f"--benchmark-compare={compare}", f"--perf-report-json={out / 'gate.json'}",
-                f"--perf-report-md={out / 'gate.md'}"]
-    return [*cmd, *_with_threads(args, threads)]
+        more += [f"--benchmark-compare={compare}", f"--perf-report-json={out / 'gate.json'}",
+                 f"--perf-report-md={out / 'gate.md'}"]
+    return command.pytest_perf([*more, *_with_threads(args, threads)], json=out / "current.json",
+                               storage=Path(storage).resolve(), quiet=False)
 
 
 def probe_command(args: Sequence[str], threads: int) -> list[str]:
-    return [sys.executable, "-m", "pytest", "perf", "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "ci.probe",
-            *_with_threads(args, threads)]
+    return command.pytest_perf(["--collect-only", "-p", "ci.probe", *_with_threads(args, threads)])
 
 
 def read_machine(opts: argparse.Namespace) -> tuple[dict, dict]:

@@ -14,8 +14,9 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 
-from perf import machine, results
+from perf import machine, paths, results
 from perf.cli import ERROR, PASS, Parser, run_main
+from perf.errors import UsageError
 
 from . import github
 
@@ -52,8 +53,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(opts: argparse.Namespace) -> int:
-    if opts.out:
-        results.check_writable(opts.out, "--out")
+    why = paths.unwritable(opts.out) if opts.out else ""
+    if why:
+        raise UsageError(f"--out {opts.out!r}: {why}")
     record = machine.gpu_record()
     print(json.dumps(record, indent=2))
     if opts.out:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from perf import results
 from perf.cli import ERROR, PASS, Parser, run_main
-from perf.results import ResultsError
+from perf.errors import ResultsError
 
 from . import github, gpu_env
 from .proc import PROJECT_ROOT, make_dir

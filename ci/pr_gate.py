@@ -33,8 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perf import machine, results
-from perf.cli import ERROR, PASS, REGRESSION, Parser, UsageError, git, positive_int, run_main
-from perf.results import ResultsError, VerdictReport
+from perf.cli import ERROR, PASS, REGRESSION, Parser, git, positive_int, run_main
+from perf.errors import ResultsError, UsageError
+from perf.results import VerdictReport
 
 from . import github
 from .proc import PROJECT_ROOT, make_dir, parse_with_pytest_args, run_tee

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from perf.cli import UsageError, pytest_args, split_dashdash
+from perf.cli import pytest_args, split_dashdash
+from perf.errors import UsageError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

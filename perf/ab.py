@@ -41,36 +41,21 @@ this design detects, how often it cries wolf and what it costs: docs/results/gat
 from __future__ import annotations
 
 import argparse
-import functools
-import os
-import platform
-import random
 import shlex
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from perf import gate, machine, render, results
-from perf.cli import PASS, REGRESSION, Parser, UsageError, git, run_main, split_dashdash
+from . import command, gate, machine, render, results, revisions
+from .cli import PASS, REGRESSION, Parser, UsageError, run_main, split_dashdash
+from .metric import Metric
+from .rounds import BASE, HEAD, MODES, Rounds, Side, cpu_halves, measure_rounds, resolve_mode, round_orders
+from .statistic import DEFAULT as DEFAULT_STATISTIC
+from .statistic import STATISTICS
 
-DEFAULT_ROUNDS = 16
-# Counted metrics (pytest args --perf-metric instructions|cycles): a side's counts repeat, so 3 rounds
-# are plenty, judged by gate.compare_counts (1% past its count noise: docs/results/counts.md); each
-# round starts valgrind twice.
-COUNTED_ROUNDS, COUNTED_THRESHOLD = 3, "1%"  # the --help text says these defaults too
-# One number per benchmark and process; the first is the default.
-STATISTICS = {"min": min, "median": statistics.median}
-MODES = ("auto", "duet", "sequential")
-DEFAULT_THRESHOLD = "5%"
-BASE, HEAD = "base", "head"
-TAIL_LINES = 15  # lines of a failing pytest's output shown
-# Set by an outer pytest (this suite's own tests under xdist, say): inherited, they would turn
-# the children's benchmarks off.
+DEFAULT_ROUNDS = Metric.TIME.defaults.ab_rounds
 PROG = "python -m perf.ab"
 
 
@@ -85,10 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", metavar="REV", help="base revision (default: merge-base of HEAD and origin/main, else HEAD~1)")
     p.add_argument("--head", metavar="REV", help="head revision (default: the working tree, uncommitted changes included)")
     p.add_argument("--rounds", metavar="R", type=int, default=None,
-                   help=f"rounds of base+head (default {DEFAULT_ROUNDS}; {COUNTED_ROUNDS} for a counted --perf-metric)")
+                   help=f"rounds of base+head (default {DEFAULT_ROUNDS}; {Metric.INSTRUCTIONS.defaults.ab_rounds} for a "
+                        "counted --perf-metric)")
     p.add_argument("--recheck-rounds", metavar="N", type=int, default=None,
                    help="rounds measuring again, once, only the benchmarks left undecided (default 2 x --rounds; 0: none)")
-    p.add_argument("--statistic", choices=list(STATISTICS), default=next(iter(STATISTICS)),
+    p.add_argument("--statistic", choices=list(STATISTICS), default=DEFAULT_STATISTIC,
                    help="what each process contributes per benchmark: the minimum of its samples (default) or the median")
     p.add_argument("--threshold", default=None,
                    help="smallest change that counts, e.g. 10%% or 0.1 (default 5%%; 1%% for a counted --perf-metric)")
@@ -109,15 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def metric_of(pytest_args: Sequence[str]) -> results.Metric:
+def metric_of(pytest_args: Sequence[str]) -> Metric:
     """The --perf-metric the pytest args ask for (time unless they say otherwise)."""
     args = list(pytest_args)
     for i, arg in enumerate(args):
         if arg == "--perf-metric" and i + 1 < len(args):
-            return results.Metric.parse(args[i + 1], "--perf-metric")
+            return Metric.parse(args[i + 1], "--perf-metric")
         if arg.startswith("--perf-metric="):
-            return results.Metric.parse(arg.split("=", 1)[1], "--perf-metric")
-    return results.Metric.TIME
+            return Metric.parse(arg.split("=", 1)[1], "--perf-metric")
+    return Metric.TIME
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -126,18 +112,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     argv, tail = split_dashdash(argv)
     opts, unknown = build_parser().parse_known_args(argv)
     opts.pytest_args = unknown + tail
-    counted = metric_of(opts.pytest_args).counted
+    defaults = metric_of(opts.pytest_args).defaults
     if opts.rounds is None:
-        opts.rounds = COUNTED_ROUNDS if counted else DEFAULT_ROUNDS
-    if opts.threshold is None:
-        opts.threshold = COUNTED_THRESHOLD if counted else DEFAULT_THRESHOLD
+        opts.rounds = defaults.ab_rounds
     try:
-        opts.threshold = gate.parse_threshold(opts.threshold)
+        opts.threshold = defaults.threshold if opts.threshold is None else gate.parse_threshold(opts.threshold)
     except gate.GateError as e:
         raise UsageError(str(e)) from None
     if opts.rounds < gate.MIN_SAMPLES:
         raise UsageError(f"--rounds {opts.rounds}: expected an integer >= {gate.MIN_SAMPLES} "
-                      "(fewer rounds cannot decide anything)")
+                         "(fewer rounds cannot decide anything)")
     if opts.recheck_rounds is None:
         opts.recheck_rounds = 2 * opts.rounds
     if opts.recheck_rounds < 0:
@@ -157,28 +141,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return opts
 
 
-# --------------------------------------------------------------------------- rounds and results
-
-
-def round_orders(rounds: int, seed: int) -> list[tuple[str, str]]:
-    """Which side runs first in each round: base-first and head-first balanced (R/2 each, the
-    odd one out decided by the seed), shuffled with `seed`, so that drift cancels on average."""
-    rng = random.Random(seed)
-    first_base = rounds // 2 + (rounds % 2 if rng.random() < 0.5 else 0)
-    orders = [(BASE, HEAD)] * first_base + [(HEAD, BASE)] * (rounds - first_base)
-    rng.shuffle(orders)
-    return orders
-
-
-def read_round(path: str | os.PathLike, statistic: str = "min") -> dict[str, float]:
-    """{name: `statistic` (a key of STATISTICS) of its samples} from one process's results file, in
-    file order; benchmarks without raw samples (disabled, errored) are left out."""
-    summarize = STATISTICS[statistic]
-    try:
-        run = results.load_run(path)
-    except results.ResultsError as exc:
-        raise UsageError(f"cannot read the results of a side: {exc}") from None
-    return {name: summarize(r.samples) for name, r in run.results.items() if r.samples}
+# --------------------------------------------------------------------------- deciding
 
 
 def pair_rounds(base_rounds: Sequence[dict[str, float]], head_rounds: Sequence[dict[str, float]]):
@@ -206,16 +169,15 @@ def pair_rounds(base_rounds: Sequence[dict[str, float]], head_rounds: Sequence[d
 
 
 def decide(base_rounds, head_rounds, threshold: float, alpha: float = 0.05, confidence: float = 0.95, *,
-           metric: results.Metric = results.Metric.TIME) -> list[gate.Comparison]:
+           metric: Metric = Metric.TIME) -> list[gate.Comparison]:
     """Paired verdicts with Holm over all paired benchmarks; NEW and MISSING rows for the rest.
 
     Counts (a counted ``metric``) are judged by ``gate.compare_counts``, not by a test on the rounds: each
-    side's rounds agree to the instruction, and what the two sides' code moves in memory (up to
-    1.3% for small allocating stages) is not in any round-to-round variance."""
+    side's rounds agree to the instruction, and what the two sides' code moves in memory is not in any
+    round-to-round variance (docs/results/counts.md)."""
     paired, only_base, only_head = pair_rounds(base_rounds, head_rounds)
     if metric.counted:
-        noise = gate.count_noise(metric)
-        comps = [gate.compare_counts(n, b, h, threshold, noise) for n, (b, h) in paired.items()]
+        comps = [gate.compare_counts(n, b, h, threshold, metric.defaults.noise) for n, (b, h) in paired.items()]
     else:
         comps = [gate.compare_paired(n, b, h, threshold, alpha=alpha, confidence=confidence) for n, (b, h) in paired.items()]
         comps = gate.holm(comps, alpha)
@@ -232,12 +194,12 @@ def to_recheck(comparisons: Sequence[gate.Comparison]) -> list[str]:
 def recheck_args(args: Sequence[str], names: Sequence[str]) -> list[str]:
     """pytest args selecting only `names` (node ids): paths the args name under perf are dropped
     (they would select everything again); options, -k included, still apply."""
-    return [a for a in args if not _selects_path(a)] + list(names)
+    return [a for a in args if not command.selects_paths([a])] + list(names)
 
 
-def decide_with_recheck(first, again, names: Sequence[str], threshold: float, alpha: float = 0.05,
+def decide_with_recheck(first: Rounds, again: Rounds, names: Sequence[str], threshold: float, alpha: float = 0.05,
                         confidence: float = 0.95) -> list[gate.Comparison]:
-    """Verdicts on the first rounds plus the recheck's (``first``/``again``: {side: rounds}).
+    """Verdicts on the first rounds plus the recheck's.
 
     Each of the rechecked `names` is decided on all its pairs; every other benchmark keeps its
     first rounds only (whatever else the recheck measured). Holm runs once, over every
@@ -254,245 +216,136 @@ def exit_status(comparisons: Sequence[gate.Comparison]) -> int:
     return PASS if gate.passed(comparisons) else REGRESSION
 
 
-def _selects_path(arg: str) -> bool:
-    return arg == "perf" or arg.startswith(("perf/", "perf::"))
+# --------------------------------------------------------------------------- measuring and deciding
 
 
-def pytest_command(tree: str | os.PathLike, json_path: str | os.PathLike, args: Sequence[str]) -> list[str]:
-    """The child command for one side and round (run with cwd=tree). `perf` is selected unless
-    the args already name paths under perf; --rootdir keeps node ids equal on both sides."""
-    selects_paths = any(_selects_path(a) for a in args)
-    return [sys.executable, "-m", "pytest", *([] if selects_paths else ["perf"]), "-q", "-p", "no:cacheprovider",
-            f"--benchmark-json={json_path}", f"--rootdir={tree}", *args]
+@dataclass(frozen=True)
+class Design:
+    """How an A/B measures and decides (the command's options, or a caller's choice)."""
+
+    rounds: int = DEFAULT_ROUNDS
+    recheck_rounds: int = 2 * DEFAULT_ROUNDS
+    statistic: str = DEFAULT_STATISTIC
+    mode: str = "auto"
+    threshold: float = Metric.TIME.defaults.threshold
+    alpha: float = 0.05
+    confidence: float = 0.95
+    seed: int = 0
+    metric: Metric = Metric.TIME
 
 
-# --------------------------------------------------------------------------- git and processes (thin)
+@dataclass
+class Outcome:
+    """What an A/B measured and decided."""
+
+    comparisons: list[gate.Comparison]
+    rounds: Rounds
+    orders: list[tuple[str, str]]
+    mode: str
+    rechecked: list[str] = field(default_factory=list)
+    again: Rounds | None = None
 
 
-def toplevel(path: str | os.PathLike) -> Path:
-    if not Path(path).is_dir():
-        raise UsageError(f"not a directory: {path}")
-    try:
-        return Path(git(path, "rev-parse", "--show-toplevel"))
-    except UsageError:
-        raise UsageError(f"not a git repository: {Path(path).resolve()}") from None
+def compare(sides: Mapping[str, Side], design: Design, json_dir: Path, log: Callable[[str], None]) -> Outcome:
+    """Measure ``sides`` (base and head) in interleaved rounds and decide per benchmark; the undecided
+    ones measured again, once, alone (``gate.undecided``: the one "measure again" rule of every mode)."""
+    mode = resolve_mode(design.mode)
+    halves = cpu_halves() if mode == "duet" else None
+    orders = round_orders(design.rounds, design.seed)
+    measured = measure_rounds(orders, sides, "round", json_dir=json_dir, halves=halves, statistic=design.statistic,
+                              log=log)
+    comps = decide(measured[BASE], measured[HEAD], design.threshold, design.alpha, design.confidence,
+                   metric=design.metric)
+    # Counts repeat: measuring them again decides nothing new.
+    names = to_recheck(comps) if design.recheck_rounds and not design.metric.counted else []
+    outcome = Outcome(comps, measured, orders, mode)
+    if names:
+        log(f"{len(names)} undecided: measuring them again, {design.recheck_rounds} rounds")
+        again_sides = {k: Side(s.tree, tuple(recheck_args(s.args, names)), s.label, s.python, s.env) for k, s in sides.items()}
+        again = measure_rounds(round_orders(design.recheck_rounds, design.seed + 1), again_sides, "recheck",
+                               json_dir=json_dir, halves=halves, statistic=design.statistic, log=log)
+        outcome.comparisons = decide_with_recheck(measured, again, names, design.threshold, design.alpha,
+                                                  design.confidence)
+        outcome.rechecked, outcome.again = names, again
+    return outcome
 
 
-def resolve(repo, rev: str) -> str:
-    """The commit a revision names, or UsageError('unknown revision ...')."""
-    try:
-        return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    except UsageError:
-        raise UsageError(f"unknown revision {rev!r} in {repo}") from None
-
-
-def default_base(repo) -> str:
-    """merge-base of HEAD and origin/main when origin/main exists, else HEAD~1."""
-    try:
-        git(repo, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/main")
-    except UsageError:
-        pass
+def meta(outcome: Outcome, design: Design, sides: Mapping[str, Side], pytest_args: Sequence[str]) -> dict:
+    """The report's header: what was compared, how, and what decided."""
+    per_process = "minima" if design.statistic == "min" else "medians"
+    how = ("A/B, duet: base and head at once on disjoint CPUs in each round" if outcome.mode == "duet"
+           else "A/B, interleaved rounds")
+    if design.metric.counted:
+        rule = (f"counts per call, judged by the count rule: the change against the larger of the spread within a side "
+                f"and {gate.percent(design.metric.defaults.noise)} (no significance test)")
+        correction = "none (no significance test)"
     else:
-        try:
-            return git(repo, "merge-base", "HEAD", "origin/main")
-        except UsageError:
-            pass
-    try:
-        return resolve(repo, "HEAD~1")
-    except UsageError:
-        raise UsageError("no default base: no origin/main and no HEAD~1; pass --base REV") from None
-
-
-def add_worktree(repo, sha: str, dest: Path) -> Path:
-    git(repo, "worktree", "add", "--detach", "--quiet", str(dest), sha)
-    return dest
-
-
-def remove_worktree(repo, dest: Path) -> None:
-    """Best effort: a failure here must not hide the run's own outcome."""
-    try:
-        git(repo, "worktree", "remove", "--force", str(dest))
-    except UsageError:
-        shutil.rmtree(dest, ignore_errors=True)
-        try:
-            git(repo, "worktree", "prune")
-        except UsageError:
-            pass
-
-
-def start_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], cpus=None):
-    """Start one side's pytest (pinned to `cpus` when given); (process, command, start time)."""
-    # Each side of a round is already one fresh process, the A/B's unit of evidence: it measures
-    # in itself and spawns none (an environment variable, which a base revision without
-    # --perf-processes ignores, where an unknown option would fail it).
-    env = machine.child_env(PYTHONHASHSEED="0", PERF_AB_SIDE=side, PERF_AB_ROUND=str(rnd), **{machine.CHILD_ENV: "1"})
-    cmd = pytest_command(tree, json_path, args)
-    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=pin)
-    return proc, cmd, time.perf_counter()
-
-
-def finish_side(side: str, rnd: int, started, json_path: Path, rev_label: str) -> float:
-    """Wait for one side's pytest; its wall time. UsageError naming the side with pytest's last lines."""
-    proc, cmd, start = started
-    out, _ = proc.communicate()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0 or not json_path.exists():
-        tail = "\n".join(out.rstrip().splitlines()[-TAIL_LINES:])
-        raise UsageError(f"pytest failed on {side} ({rev_label}, round {rnd}, exit status {proc.returncode}); "
-                      f"command: {shlex.join(cmd)}\n{tail}")
-    return wall
-
-
-def run_side(side: str, rnd: int, tree: Path, json_path: Path, args: Sequence[str], rev_label: str) -> float:
-    """Run one side's pytest alone; its wall time."""
-    return finish_side(side, rnd, start_side(side, rnd, tree, json_path, args), json_path, rev_label)
-
-
-def resolve_mode(mode: str) -> str:
-    """``auto``: duet where there are two CPUs to split and no GPU that both sides would share."""
-    if mode != "auto":
-        return mode
-    return "duet" if len(machine.cpus()) >= 2 and not machine.gpu_visible() else "sequential"
-
-
-def cpu_halves() -> tuple[set[int], set[int]]:
-    """This process's CPUs split in two disjoint halves, for a duet."""
-    cpus = machine.cpus()
-    if len(cpus) < 2:
-        raise UsageError(f"--mode duet needs at least 2 CPUs, this process may use {len(cpus)}")
-    half = len(cpus) // 2
-    return set(cpus[:half]), set(cpus[half:2 * half])
-
-
-def describe_machine() -> str:
-    return f"{platform.node()}, {platform.platform()}, {platform.python_implementation()} {platform.python_version()}, " \
-           f"{os.cpu_count()} CPUs"
+        rule = f"Yuen's trimmed paired t-test on log ratios of per-process {per_process}"
+        correction = f"Holm over {gate.tested_count(outcome.comparisons)} comparisons"
+    names = outcome.rechecked
+    return {
+        "title": "Performance A/B",
+        "metric": design.metric.value,
+        "mode": f"{how} in fresh processes, {rule}",
+        "base": sides[BASE].label,
+        "head": sides[HEAD].label,
+        "rounds": design.rounds,
+        "order": [f"{a[0].upper()}{b[0].upper()}" for a, b in outcome.orders],
+        "order seed": design.seed,
+        "statistic": f"{design.statistic} of each process's samples",
+        "recheck": (f"{design.recheck_rounds} more rounds of the {len(names)} undecided benchmark(s), "
+                    f"order seed {design.seed + 1}" if names else
+                    "none needed" if design.recheck_rounds and not design.metric.counted else "off"),
+        "threshold": f"{design.threshold * 100:.3g}% (raised where a benchmark's baseline noise floor is higher)",
+        "alpha": design.alpha,
+        "correction": correction,
+        "confidence": design.confidence,
+        "pytest args": shlex.join(pytest_args) or "(none)",
+        "machine": machine.host_description(),
+    }
 
 
 # --------------------------------------------------------------------------- the command
 
 
-def measure_rounds(orders, side_args, prefix: str, *, trees, labels, json_dir: Path, halves, statistic: str,
-                   log) -> dict[str, list[dict[str, float]]]:
-    """Run one round per entry of `orders` (duet when `halves` is given); {side: one dict per round}.
-    Each process's JSON is written as json_dir/PREFIX-NN-SIDE.json."""
-    rounds = {BASE: [], HEAD: []}
-    for rnd, order in enumerate(orders, 1):
-        walls = []
-        paths = {side: json_dir / f"{prefix}-{rnd:02d}-{side}.json" for side in order}
-        for path in paths.values():
-            path.unlink(missing_ok=True)
-        if halves:  # both at once; the first of the order takes the first half of the CPUs
-            started = {side: start_side(side, rnd, trees[side], paths[side], side_args[side], cpus)
-                       for side, cpus in zip(order, halves)}
-            try:
-                for side in order:
-                    wall = finish_side(side, rnd, started[side], paths[side], labels[side])
-                    walls.append(f"{side} {wall:.1f} s on CPUs {sorted(halves[order.index(side)])}")
-            finally:
-                for proc, *_ in started.values():
-                    if proc.poll() is None:  # the other side failed: do not leave this one running
-                        proc.kill()
-                        proc.wait()
-        else:
-            for side in order:
-                wall = run_side(side, rnd, trees[side], paths[side], side_args[side], labels[side])
-                walls.append(f"{side} {wall:.1f} s")
-        for side in order:
-            rounds[side].append(read_round(paths[side], statistic))
-        log(f"{prefix} {rnd}/{len(orders)}: {', '.join(walls)}")
-    if not any(rounds[BASE]) and not any(rounds[HEAD]):
-        raise UsageError("no benchmark results on either side "
-                      "(nothing selected, or benchmarks disabled by -n or --benchmark-disable?)")
-    return rounds
-
-
 def run(opts: argparse.Namespace) -> int:
-    opts.mode = resolve_mode(opts.mode)
-    repo = toplevel(opts.repo)
-    base_rev = opts.base if opts.base is not None else default_base(repo)
-    base_sha = resolve(repo, base_rev)
-    head_sha = resolve(repo, opts.head) if opts.head is not None else None
-    if head_sha is None:
-        dirty = ", uncommitted changes" if git(repo, "status", "--porcelain") else ""
-        head_label = f"working tree (HEAD {git(repo, 'rev-parse', '--short', 'HEAD')}{dirty})"
-    else:
-        head_label = f"{head_sha[:12]} ({opts.head})"
+    repo = revisions.toplevel(opts.repo)
+    base_rev = opts.base if opts.base is not None else revisions.default_base(repo)
+    base_sha = revisions.resolve(repo, base_rev)
+    head_sha = revisions.resolve(repo, opts.head) if opts.head is not None else None
+    head_label = revisions.describe_working_tree(repo) if head_sha is None else f"{head_sha[:12]} ({opts.head})"
     base_label = f"{base_sha[:12]} ({opts.base if opts.base is not None else 'default: ' + base_rev[:12]})"
-    orders = round_orders(opts.rounds, opts.seed)
+    design = Design(opts.rounds, opts.recheck_rounds, opts.statistic, opts.mode, opts.threshold, opts.alpha,
+                    opts.confidence, opts.seed, metric_of(opts.pytest_args))
     log = lambda msg: print(f"perf.ab: {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
     with tempfile.TemporaryDirectory(prefix="perf-ab-") as tmp:
         tmp = Path(tmp)
         json_dir = Path(opts.workdir) if opts.workdir else tmp
         json_dir.mkdir(parents=True, exist_ok=True)
-        worktrees = []
-        try:
-            trees = {}
-            trees[BASE] = add_worktree(repo, base_sha, tmp / "base")
-            worktrees.append(trees[BASE])
-            if head_sha is not None:
-                trees[HEAD] = add_worktree(repo, head_sha, tmp / "head")
-                worktrees.append(trees[HEAD])
-            else:
-                trees[HEAD] = repo
-            labels = {BASE: base_label, HEAD: head_label}
-            side_args = {BASE: [*opts.pytest_args, *opts.base_args], HEAD: [*opts.pytest_args, *opts.head_args]}
-            log(f"base {base_label}; head {head_label}; {opts.rounds} rounds, {opts.mode}")
-            halves = cpu_halves() if opts.mode == "duet" else None
-            measure = functools.partial(measure_rounds, trees=trees, labels=labels, json_dir=json_dir,
-                                        halves=halves, statistic=opts.statistic, log=log)
-            measured = measure(orders, side_args, "round")
-            metric = metric_of(opts.pytest_args)
-            comps = decide(measured[BASE], measured[HEAD], opts.threshold, opts.alpha, opts.confidence, metric=metric)
-            # Counts repeat: measuring them again decides nothing new.
-            names = to_recheck(comps) if opts.recheck_rounds and not metric.counted else []
-            if names:
-                log(f"{len(names)} undecided: measuring them again, {opts.recheck_rounds} rounds")
-                again_orders = round_orders(opts.recheck_rounds, opts.seed + 1)
-                again = measure(again_orders, {side: recheck_args(args, names) for side, args in side_args.items()},
-                                "recheck")
-                comps = decide_with_recheck(measured, again, names, opts.threshold, opts.alpha, opts.confidence)
-        finally:
-            for tree in worktrees:
-                remove_worktree(repo, tree)
-
-    per_process = "minima" if opts.statistic == "min" else "medians"
-    how = ("A/B, duet: base and head at once on disjoint CPUs in each round" if opts.mode == "duet"
-           else "A/B, interleaved rounds")
-    meta = {
-        "title": "Performance A/B",
-        "metric": metric_of(opts.pytest_args).value,
-        "mode": how + f" in fresh processes, Yuen's trimmed paired t-test on log ratios of per-process {per_process}",
-        "base": base_label,
-        "head": head_label,
-        "rounds": opts.rounds,
-        "order": [f"{a[0].upper()}{b[0].upper()}" for a, b in orders],
-        "order seed": opts.seed,
-        "statistic": f"{opts.statistic} of each process's samples",
-        "recheck": (f"{opts.recheck_rounds} more rounds of the {len(names)} undecided benchmark(s), "
-                    f"order seed {opts.seed + 1}" if names else
-                    "none needed" if opts.recheck_rounds else "off"),
-        "threshold": f"{opts.threshold * 100:.3g}% (raised where a benchmark's baseline noise floor is higher)",
-        "alpha": opts.alpha,
-        "correction": f"Holm over {gate.tested_count(comps)} comparisons",
-        "confidence": opts.confidence,
-        "pytest args": shlex.join(opts.pytest_args) or "(none)",
-        "machine": describe_machine(),
-    }
+        shas = {BASE: base_sha, **({HEAD: head_sha} if head_sha is not None else {})}
+        with revisions.checked_out(repo, shas, tmp) as trees:
+            sides = {BASE: Side(trees[BASE], (*opts.pytest_args, *opts.base_args), base_label),
+                     HEAD: Side(trees.get(HEAD, repo), (*opts.pytest_args, *opts.head_args), head_label)}
+            log(f"base {base_label}; head {head_label}; {opts.rounds} rounds, {resolve_mode(opts.mode)}")
+            outcome = compare(sides, design, json_dir, log)
+    header = meta(outcome, design, sides, opts.pytest_args)
     if opts.base_args or opts.head_args:
-        meta["pytest args, one side"] = f"base: {shlex.join(opts.base_args) or '-'}; head: {shlex.join(opts.head_args) or '-'}"
-    print(render.to_text(comps, meta), end="")
+        header["pytest args, one side"] = (f"base: {shlex.join(opts.base_args) or '-'}; "
+                                           f"head: {shlex.join(opts.head_args) or '-'}")
+    return report(outcome, header, opts.json, opts.markdown)
+
+
+def report(outcome: Outcome, header: dict, json_path: str | None, markdown_path: str | None) -> int:
+    """Print the verdicts, write the reports asked for; the exit status."""
+    comps = outcome.comparisons
+    print(render.to_text(comps, header), end="")
     try:
-        if opts.json:
-            extra = {"rounds": measured}
-            if names:
-                extra["recheck rounds"] = again
-            results.write_json(opts.json, results.verdict_report(comps, meta, extra))
-        if opts.markdown:
-            Path(opts.markdown).write_text(render.to_markdown(comps, meta), encoding="utf-8")
+        if json_path:
+            extra = {"rounds": outcome.rounds, **({"recheck rounds": outcome.again} if outcome.again else {})}
+            results.write_json(json_path, render.verdict_report(comps, header, extra))
+        if markdown_path:
+            Path(markdown_path).write_text(render.to_markdown(comps, header), encoding="utf-8")
     except OSError as e:
         raise UsageError(f"cannot write the report: {e.strerror or e} ({e.filename})") from None
     return exit_status(comps)

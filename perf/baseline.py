@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import drift, gate, machine
-from .errors import BaselineError
-from .gate import count_noise
-from .processes import STATISTIC
-from .results import Metric, ResultsError, Run, load_run, readable_runs
+from .errors import BaselineError, ResultsError
+from .metric import Metric
+from .results import Run, load_run, readable_runs
+from .statistic import DEFAULT as STATISTIC
 
 
 def choose(spec: str | bool, files: Sequence[Path], storage: str) -> tuple[Run | None, list[str]]:
@@ -114,7 +114,7 @@ class SavedGate:
         if self.baseline.metric.counted:  # one count per process, and they hardly move: judged against their noise
             threshold, drift_note = self.threshold_for(name)
             before = base.per_process(STATISTIC) or base.samples
-            result = gate.compare_counts(name, before, per_process, threshold, count_noise(self.baseline.metric))
+            result = gate.compare_counts(name, before, per_process, threshold, self.baseline.metric.defaults.noise)
             return result.with_note(gate.join_notes(note, drift_note))
         if len(base.processes) < 2:
             why = "the baseline was measured in one process: judged on its rounds, which cannot tell code from placement"
@@ -142,7 +142,7 @@ class SavedGate:
         if self.baseline.metric.counted:
             evidence = (f"counts per call: {base_processes} process(es) of the baseline against {self.processes} of this "
                         f"run; a change is judged against their spread, at least "
-                        f"{gate.percent(count_noise(self.baseline.metric))} (what moves counts of unchanged code)")
+                        f"{gate.percent(self.baseline.metric.defaults.noise)} (what moves counts of unchanged code)")
         elif self.processes > 1 and base_processes > 1:
             what = {"min": "minimum", "median": "median"}[STATISTIC]
             evidence = (f"processes: {base_processes} of the baseline against {self.processes} of this run, each "

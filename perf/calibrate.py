@@ -28,11 +28,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import machine
-from .ab import STATISTICS, read_round
+from . import command, machine
 from .cli import Parser, UsageError, run_main
 from .gate import TRIM, winsorize
 from .results import ResultsError, load_run, load_verdicts, read_json, write_json
+from .rounds import read_round
+from .statistic import DEFAULT as DEFAULT_STATISTIC
+from .statistic import STATISTICS
 
 BACKENDS = ["--perf-backend", "numpy,torch-cpu"]
 # The selections of the first calibration (stages and steps): the out= forms and the workspace step, benchmarked
@@ -90,8 +92,7 @@ def saved(work: Path, name: str, storage: Path, select: list[str], slowdown: str
     """(gate rows, naive rows, run facts) of one `pytest perf --benchmark-compare` against `storage`; naive =
     the two runs' stats medians, as --benchmark-compare-fail=median:10% would compare them."""
     out, current = work / f"{name}.json", work / f"{name}-run.json"
-    cmd = [sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider", f"--benchmark-storage=file://{storage}",
-           "--benchmark-compare", f"--perf-report-json={out}", f"--benchmark-json={current}", *select]
+    cmd = command.pytest_perf(["--benchmark-compare", f"--perf-report-json={out}", *select], json=current, storage=storage)
     _, wall = sh([*cmd, *(PLUGIN.split() if slowdown else [])], {"PERF_SLOWDOWN": slowdown} if slowdown else None)
     rows = comparisons(out)
     baseline = load_run(load_verdicts(out).meta["baseline"])
@@ -198,8 +199,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, list]:
     for runs in () if args.skip_saved else SAVED_RUNS:
         storage = work / f"saved-{runs}"
         for _ in range(runs):
-            sh([sys.executable, "-m", "pytest", "perf", "-q", "-p", "no:cacheprovider",
-                f"--benchmark-storage=file://{storage}", "--benchmark-autosave", *SAVED])
+            sh(command.pytest_perf(["--benchmark-autosave", *SAVED], storage=storage))
         for rep in range(args.reps):
             rows, naive, facts = saved(work, f"sb{runs}-aa-{rep}", storage, SAVED)
             res.setdefault(f"sb{runs}_aa", []).extend(rows)
@@ -285,7 +285,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each experiment (default 5)")
     parser.add_argument("--rounds", type=int, default=16, help="A/B rounds (default 16, as python -m perf.ab)")
     parser.add_argument("--recheck-rounds", type=int, help="A/B recheck rounds (default: perf.ab's, 2 x --rounds)")
-    parser.add_argument("--statistic", choices=list(STATISTICS), default=next(iter(STATISTICS)),
+    parser.add_argument("--statistic", choices=list(STATISTICS), default=DEFAULT_STATISTIC,
                         help="A/B per-process statistic (default: perf.ab's)")
     parser.add_argument("--sequential", action="store_true", help="A/B in sequential mode (default: duet)")
     parser.add_argument("--skip-saved", action="store_true", help="measure the A/B mode only")

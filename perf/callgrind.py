@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import machine
 from .errors import CallgrindError
 
 ENV_DIR = "RELU_STEP_PERF_CALLGRIND_DIR"  # set by the launcher: where the child's dumps go
@@ -343,7 +344,6 @@ def command(argv: Sequence[str], out_dir: str | os.PathLike, launch: Launch = La
     return line
 
 
-THREADS_1 = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # What a clean environment keeps of the caller's: what finds the interpreter, its packages and a
 # compiler. Everything else (CI run ids, branch names, terminal and session variables) changes
 # from run to run, and the environment's size moves the child's memory layout and its counts.
@@ -359,7 +359,7 @@ def environment(out_dir: str | os.PathLike, base: Mapping[str, str] | None = Non
     base = os.environ if base is None else base
     names = set(KEEP_ENV) | set(keep)
     env = {k: v for k, v in base.items() if k in names} if launch.clean_env else dict(base)
-    env.update(THREADS_1)
+    env.update(machine.thread_env(1))
     env[ENV_DIR] = os.fspath(out_dir)
     if launch.hash_seed is not None:
         env["PYTHONHASHSEED"] = launch.hash_seed

@@ -23,7 +23,8 @@ from kernels.errors import KernelError
 from kernels.problem import MATMUL_STAGES, STAGES, STEP_FORMS, Problem
 
 from .cases import OUT_FORMS, PROBES, base_stage, roofline_probe
-from .results import Metric, Run
+from .metric import Metric
+from .results import Run
 
 CPU_BACKENDS = ("numpy", "torch-cpu")
 # The suite's own forms of the step; the tutorial's code is shown beside them but held to no target.
@@ -32,7 +33,7 @@ ELEMENTWISE_OUT_FORMS = tuple(s for s in OUT_FORMS if base_stage(s) not in MATMU
 
 
 class Measurement(Protocol):
-    """What this module reads of one benchmark (``perf.report``'s Entry and ``Measured`` both have it)."""
+    """What this module reads of one benchmark (``perf.report``'s Entry and ``RunEntry`` both have it)."""
 
     @property
     def stage(self) -> str: ...
@@ -53,7 +54,7 @@ class Measurement(Protocol):
 
 
 @dataclass(frozen=True)
-class Measured:
+class RunEntry:
     """One benchmark of a run: what it timed, its median per call and its share of the run's roofline."""
 
     stage: str                      # a stage, an out= form ("relu_out"), a step form or a roofline probe
@@ -237,13 +238,13 @@ def unmeasured(target: Target, judged: Iterable[Check]) -> list[tuple[str, str]]
             if (size, backend) not in seen or not need <= seen[(size, backend)]]
 
 
-def from_run(run: Run) -> list[Measured]:
+def from_run(run: Run) -> list[RunEntry]:
     """The timed stages, steps and probes of one run (as ``perf.results`` validated it); the rest left out."""
     found = []
     for r in run.results.values():
         if r.metric is not Metric.TIME or not (r.stage and r.backend) or r.median is None:
             continue
-        found.append(Measured(r.stage, r.backend, r.text("dtype"), r.text("size"), r.median, r.number("flops"),
+        found.append(RunEntry(r.stage, r.backend, r.text("dtype"), r.text("size"), r.median, r.number("flops"),
                               r.shape, r.number("peak_share")))
     return found
 

@@ -14,7 +14,7 @@ Pure functions of samples (seconds per call): no torch, no pytest. Two modes sha
 The rule (``classify``): REGRESSED only when the change is significant AND its whole interval
 lies past the threshold (ci_low > 1 + t); IMPROVED symmetrically (ci_high < 1 / (1 + t));
 INCONCLUSIVE when the estimate is past a threshold but not both hold; UNCHANGED otherwise.
-The threshold used is never below the baseline's own noise floor (``effective_threshold``).
+The threshold used is never below the baseline's own noise floor (``noise_floor``).
 
 Bad input never raises here except for bad parameters (``GateError``): non-finite or
 non-positive samples are dropped with a note, fewer than ``MIN_SAMPLES`` valid samples on a side
@@ -69,8 +69,8 @@ class Comparison:
     name: str
     verdict: Verdict
     threshold: float  # the effective threshold, a fraction (0.1 = 10%)
-    baseline_median: float | None = None
-    current_median: float | None = None
+    baseline_value: float | None = None  # each side's summary: which one, the mode's meta says (a median,
+    current_value: float | None = None   # the fastest process's minimum, a mean count)
     ratio: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
@@ -179,11 +179,6 @@ def noise_floor(samples: Sequence[float]) -> float:
     return float((q3 - q1) / (2 * med))
 
 
-def effective_threshold(threshold: float, baseline: Sequence[float]) -> float:
-    """The threshold actually applied: max(threshold, noise_floor(baseline))."""
-    return max(_as_threshold(threshold), noise_floor(baseline))
-
-
 # --------------------------------------------------------------------------- the rule
 
 
@@ -205,6 +200,24 @@ def classify(ratio, ci_low, ci_high, p, threshold, alpha) -> Verdict:
     if ratio > up or ratio < down:
         return INCONCLUSIVE
     return UNCHANGED
+
+
+def _sides(baseline: Sequence[float], current: Sequence[float]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Both sides' finite positive values as float64, and a note for each side that lost some."""
+    b, b_dropped = _clean(baseline)
+    c, c_dropped = _clean(current)
+    notes = [_dropped_note("baseline", b_dropped, b.size + b_dropped), _dropped_note("current", c_dropped, c.size + c_dropped)]
+    return b, c, notes
+
+
+def _fields(name: str, threshold: float, b_value: float | None, c_value: float | None, b: np.ndarray, c: np.ndarray,
+            ratio: bool = True) -> dict:
+    """The fields every comparison sets: each side's summary, their ratio (current / baseline) and sizes."""
+    fields = dict(name=name, threshold=threshold, baseline_value=b_value, current_value=c_value,
+                  n_baseline=int(b.size), n_current=int(c.size))
+    if ratio:
+        fields["ratio"] = c_value / b_value if b_value and c_value else None
+    return fields
 
 
 def _threshold_note(threshold: float, effective: float) -> str:
@@ -265,22 +278,17 @@ def compare_unpaired(name, baseline, current, threshold, *, alpha=0.05, tests=1,
     if isinstance(tests, bool) or not isinstance(tests, numbers.Integral) or tests < 1:
         raise GateError(f"invalid tests {tests!r}: expected the number of comparisons, an integer >= 1")
     threshold = _as_threshold(threshold)
-    b, b_dropped = _clean(baseline)
-    c, c_dropped = _clean(current)
+    b, c, notes = _sides(baseline, current)
     effective = max(threshold, noise_floor(b))
-    notes = [_dropped_note("baseline", b_dropped, b.size + b_dropped), _dropped_note("current", c_dropped, c.size + c_dropped),
-             _threshold_note(threshold, effective)]
-    mb = float(np.median(b)) if b.size else None
-    mc = float(np.median(c)) if c.size else None
-    ratio = mc / mb if mb and mc else None
-    base = dict(name=name, threshold=effective, baseline_median=mb, current_median=mc, ratio=ratio,
-                n_baseline=int(b.size), n_current=int(c.size))
+    notes.append(_threshold_note(threshold, effective))
+    base = _fields(name, effective, float(np.median(b)) if b.size else None, float(np.median(c)) if c.size else None, b, c)
+    ratio = base["ratio"]
     if b.size < MIN_SAMPLES or c.size < MIN_SAMPLES:
         note = f"too few valid samples ({b.size} baseline, {c.size} current; need >= {MIN_SAMPLES} each)"
         return Comparison(verdict=INCONCLUSIVE, note=join_notes(note, *notes), **base)
 
     if np.ptp(b) == 0 and np.ptp(c) == 0:
-        if mb == mc:  # ties everywhere: nothing changed
+        if base["baseline_value"] == base["current_value"]:  # ties everywhere: nothing changed
             p, low, high = 1.0, 1.0, 1.0
         else:
             p, low, high = 0.0, ratio, ratio
@@ -322,14 +330,9 @@ def compare_processes(name, baseline, current, threshold) -> Comparison:
     regression in more processes), and measured: docs/results/gate.md.
     """
     threshold = _as_threshold(threshold)
-    b, b_dropped = _clean(baseline)
-    c, c_dropped = _clean(current)
-    notes = [_dropped_note("baseline", b_dropped, b.size + b_dropped), _dropped_note("current", c_dropped, c.size + c_dropped)]
+    b, c, notes = _sides(baseline, current)
     b, c = np.sort(b), np.sort(c)
-    mb = float(b[0]) if b.size else None
-    mc = float(c[0]) if c.size else None
-    base = dict(name=name, threshold=threshold, baseline_median=mb, current_median=mc, ratio=mc / mb if mb and mc else None,
-                n_baseline=int(b.size), n_current=int(c.size))
+    base = _fields(name, threshold, float(b[0]) if b.size else None, float(c[0]) if c.size else None, b, c)
     if b.size < 2 or c.size < 2:
         note = f"too few processes ({b.size} baseline, {c.size} current; need >= 2 each)"
         return Comparison(verdict=INCONCLUSIVE, note=join_notes(note, *notes), **base)
@@ -338,20 +341,7 @@ def compare_processes(name, baseline, current, threshold) -> Comparison:
     return Comparison(verdict=verdict, ci_low=low, ci_high=high, note=join_notes(*notes), **base)
 
 
-# How far the counts of unchanged code move (docs/results/counts.md): instructions by well under 1%
-# between fresh processes and checkouts; the cycle estimate, which weighs simulated cache misses by
-# 10 and 100, by up to 21%. A counted change is judged against at least this (saved baseline and
-# perf.ab): with the 1% threshold, REGRESSED from about +2% in instructions.
-COUNT_NOISE = 0.01
-CYCLES_NOISE = 0.25
-
-
-def count_noise(metric: str) -> float:
-    """The least noise a change of ``metric`` (instructions or cycles) is judged against."""
-    return CYCLES_NOISE if str(metric) == "cycles" else COUNT_NOISE
-
-
-def compare_counts(name, baseline, current, threshold, noise: float = COUNT_NOISE) -> Comparison:
+def compare_counts(name, baseline, current, threshold, noise: float) -> Comparison:
     """Counted values (instructions or estimated cycles per call, one per process) against the baseline's.
 
     Counts do not move with the machine's load, but they are not exact either: a change to other
@@ -363,13 +353,8 @@ def compare_counts(name, baseline, current, threshold, noise: float = COUNT_NOIS
     sides are UNCHANGED. One process a side is enough; there is no significance test (p_value None).
     """
     threshold = _as_threshold(threshold)
-    b, b_dropped = _clean(baseline)
-    c, c_dropped = _clean(current)
-    notes = [_dropped_note("baseline", b_dropped, b.size + b_dropped), _dropped_note("current", c_dropped, c.size + c_dropped)]
-    mb = float(b.mean()) if b.size else None
-    mc = float(c.mean()) if c.size else None
-    base = dict(name=name, threshold=threshold, baseline_median=mb, current_median=mc, ratio=mc / mb if mb and mc else None,
-                n_baseline=int(b.size), n_current=int(c.size))
+    b, c, notes = _sides(baseline, current)
+    base = _fields(name, threshold, float(b.mean()) if b.size else None, float(c.mean()) if c.size else None, b, c)
     if not b.size or not c.size:
         return Comparison(verdict=INCONCLUSIVE, note=join_notes("no valid counts on a side", *notes), **base)
     spread = max(noise, float(b.max() / b.min() - 1), float(c.max() / c.min() - 1))
@@ -448,8 +433,7 @@ def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence
     notes.append(_threshold_note(threshold, effective))
     mb = float(np.median(b)) if b.size else None
     mc = float(np.median(c)) if c.size else None
-    base = dict(name=name, threshold=effective, baseline_median=mb, current_median=mc,
-                n_baseline=int(b.size), n_current=int(c.size))
+    base = _fields(name, effective, mb, mc, b, c, ratio=False)
     if b.size < MIN_SAMPLES:
         note = f"too few valid pairs ({b.size}; need >= {MIN_SAMPLES})"
         ratio = mc / mb if mb and mc else None
@@ -479,7 +463,7 @@ def new_benchmark(name, current, threshold) -> Comparison:
     """A benchmark measured now that the baseline lacks (NEW)."""
     c, _ = _clean(current)
     return Comparison(name=name, verdict=NEW, threshold=_as_threshold(threshold),
-                      current_median=float(np.median(c)) if c.size else None, n_current=int(c.size),
+                      current_value=float(np.median(c)) if c.size else None, n_current=int(c.size),
                       note="not in the baseline")
 
 
@@ -487,7 +471,7 @@ def missing_benchmark(name, baseline, threshold) -> Comparison:
     """A benchmark of the baseline that was not measured now (MISSING)."""
     b, _ = _clean(baseline)
     return Comparison(name=name, verdict=MISSING, threshold=_as_threshold(threshold),
-                      baseline_median=float(np.median(b)) if b.size else None, n_baseline=int(b.size),
+                      baseline_value=float(np.median(b)) if b.size else None, n_baseline=int(b.size),
                       note="in the baseline, not measured now (removed, renamed or deselected?)")
 
 
@@ -522,7 +506,7 @@ def tested_count(comparisons: Sequence[Comparison]) -> int:
     return sum(1 for c in comparisons if _testable(c))
 
 
-def counts(comparisons: Sequence[Comparison]) -> dict[Verdict, int]:
+def tally(comparisons: Sequence[Comparison]) -> dict[Verdict, int]:
     """Number of comparisons per verdict, every verdict present (zeros included)."""
     result = dict.fromkeys(Verdict, 0)
     for c in comparisons:

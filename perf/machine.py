@@ -41,8 +41,7 @@ def pin_threads(n: int, *, import_torch: bool = True) -> dict[str, int]:
     under valgrind would spend 12 s importing it).
     """
     global _limits
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(n)  # for libraries loaded later and for child processes
+    os.environ.update(thread_env(n))  # for libraries loaded later and for child processes
     from threadpoolctl import threadpool_limits
 
     _limits = threadpool_limits(limits=n)
@@ -84,14 +83,25 @@ def cpus() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """Every BLAS/OpenMP pool's thread variable set to ``threads``."""
+    return {name: str(threads) for name in THREAD_VARIABLES}
+
+
 def child_env(threads: int | None = None, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
     """The environment for a benchmark child process: an outer pytest's variables removed, every
     BLAS/OpenMP pool pinned to ``threads`` (when given), then ``extra``."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if k not in OUTER_PYTEST}
     if threads is not None:
-        env.update({name: str(threads) for name in THREAD_VARIABLES})
+        env.update(thread_env(threads))
     env.update(extra)
     return env
+
+
+def host_description() -> str:
+    """This host in one line: name, platform, Python, CPUs."""
+    return (f"{platform.node()}, {platform.platform()}, {platform.python_implementation()} {platform.python_version()}, "
+            f"{os.cpu_count()} CPUs")
 
 
 def fingerprint() -> dict[str, object]:

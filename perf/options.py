@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 import kernels
 from kernels.problem import SWEEPS, Problem
 
-from .gate import GateError, parse_threshold
-from .results import Metric
+from . import paths
+from .errors import GateError
+from .gate import parse_threshold
+from .metric import Metric
 
 TIMERS = ("auto", "sync", "events")
-# "auto" defaults by metric (counted or not): times move with the machine, counts hardly at all
-# (docs/results/process-variation.md, docs/results/counts.md).
-AUTO_PROCESSES = {False: 6, True: 1}
-AUTO_THRESHOLD = {False: 0.05, True: 0.01}
 HISTORY = 5  # default of ini perf_history
 
 # name -> (default, help); the ini key is the name with "-" turned into "_".
@@ -87,7 +84,7 @@ class Settings:
     dtypes: tuple[str, ...]
     threads: int
     timer: str
-    metric: str
+    metric: Metric
     processes: int
     threshold: float
     alpha: float
@@ -97,6 +94,12 @@ class Settings:
     allow_foreign_baseline: bool
     save_failed: bool
     history: int = HISTORY             # ini perf_history: saved runs whose spread sets the drift floor
+
+    def child_args(self) -> list[str]:
+        """The options that make another ``pytest perf`` process measure what this run measures, as it does."""
+        return [f"--perf-backend={','.join(self.backends) or 'available'}",
+                f"--perf-size={','.join(p.name for p in self.sizes)}", f"--perf-dtype={','.join(self.dtypes)}",
+                f"--perf-threads={self.threads}", f"--perf-timer={self.timer}", f"--perf-metric={self.metric.value}"]
 
 
 def _split(text: str, separators: str = ",") -> list[str]:
@@ -144,9 +147,8 @@ def settings(config: pytest.Config) -> Settings:
     threads = parse("perf-threads", _parse_threads)
     timer = parse("perf-timer", _parse_timer)
     metric = parse("perf-metric", _parse_metric)
-    counted = Metric(metric).counted
-    processes = parse("perf-processes", _or_auto(AUTO_PROCESSES[counted], _parse_positive))
-    threshold = parse("perf-threshold", _or_auto(AUTO_THRESHOLD[counted], parse_threshold))
+    processes = parse("perf-processes", _or_auto(metric.defaults.processes, _parse_positive))
+    threshold = parse("perf-threshold", _or_auto(metric.defaults.threshold, parse_threshold))
     alpha = parse("perf-alpha", _parse_alpha)
     if timer == "events":
         devices = {n: kernels.backend(n).device_name for n in backends or kernels.available_backends()}
@@ -217,25 +219,10 @@ def _parse_bool(value: object) -> bool:
 
 def _check_report_path(text: str) -> str:
     """A report path the run can write at its end, checked now; nothing is created."""
-    if not text:
-        return text
-    try:
-        return _writable(Path(text))
-    except OSError as exc:  # a name too long, a loop of links
-        raise ValueError(f"cannot be checked: {exc.strerror or exc}") from None
-
-
-def _writable(path: Path) -> str:
-    if path.is_dir():
-        raise ValueError("is a directory; give a file path")
-    folder = path.parent
-    if not folder.exists():
-        raise ValueError(f"directory {str(folder)!r} does not exist; give a file in an existing directory")
-    if not folder.is_dir():
-        raise ValueError(f"{str(folder)!r} is not a directory; give a file in an existing directory")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"{str(path if path.exists() else folder)!r} is not writable here")
-    return str(path)
+    why = paths.unwritable(text) if text else ""
+    if why:
+        raise ValueError(why)
+    return text
 
 
 def _parse_backends(text: str) -> list[str]:
@@ -284,9 +271,9 @@ def _parse_positive(text: str) -> int:
     raise ValueError("expected a positive integer or 'auto'")
 
 
-def _parse_metric(text: str) -> str:
+def _parse_metric(text: str) -> Metric:
     try:
-        return Metric(text.strip()).value
+        return Metric(text.strip())
     except ValueError:
         raise ValueError(f"unknown metric; valid: {', '.join(m.value for m in Metric)}") from None
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .gate import Comparison, Verdict, counts, passed, percent
-from .results import Metric
+from .gate import Comparison, Verdict, passed, percent, tally
+from .metric import Metric
 
 # Rows are listed worst first: what needs a look comes before what does not.
 _ROW_ORDER = {Verdict.REGRESSED: 0, Verdict.INCONCLUSIVE: 1, Verdict.IMPROVED: 2, Verdict.MISSING: 3, Verdict.NEW: 4,
@@ -64,13 +64,13 @@ def change_with_interval(c: Comparison) -> str:
 def regression_line(c: Comparison, metric: Metric | str = Metric.TIME) -> str:
     """One line for a failed benchmark: 'NAME: REGRESSED by +30.0% (interval ...), median ... -> ..., ...'."""
     return (f"{c.name}: REGRESSED by {format_change(c.ratio)} (interval {format_change(c.ci_low)} .. "
-            f"{format_change(c.ci_high)}), median {format_value(c.baseline_median, metric)} -> "
-            f"{format_value(c.current_median, metric)}, threshold {percent(c.threshold)}, p={format_p(c.p_adjusted)}")
+            f"{format_change(c.ci_high)}), median {format_value(c.baseline_value, metric)} -> "
+            f"{format_value(c.current_value, metric)}, threshold {percent(c.threshold)}, p={format_p(c.p_adjusted)}")
 
 
 def summary_line(comparisons: Sequence[Comparison]) -> str:
     """'FAIL: 1 regressed, 0 improved, ... (22 benchmarks)' or 'PASS: ...'."""
-    n = counts(comparisons)
+    n = tally(comparisons)
     body = ", ".join(f"{n[v]} {v.value}" for v in Verdict)
     return f"{'PASS' if passed(comparisons) else 'FAIL'}: {body} ({len(comparisons)} benchmarks)"
 
@@ -103,7 +103,7 @@ def _metric(meta: Mapping) -> Metric:
 
 
 def _cells(c: Comparison, metric: Metric) -> list[str]:
-    return [c.name, format_value(c.baseline_median, metric), format_value(c.current_median, metric),
+    return [c.name, format_value(c.baseline_value, metric), format_value(c.current_value, metric),
             change_with_interval(c), format_p(c.p_value), format_p(c.p_adjusted), percent(c.threshold), c.verdict.value]
 
 
@@ -139,7 +139,7 @@ def to_markdown(comparisons: Sequence[Comparison], meta: Mapping) -> str:
     """GitHub-flavoured Markdown for a CI job summary: heading with the outcome, meta list,
     summary, table (worst first; regressions and improvements in bold), notes."""
     metric = _metric(meta)
-    n = counts(comparisons)
+    n = tally(comparisons)
     outcome = "PASS" if passed(comparisons) else f"FAIL ({n[Verdict.REGRESSED]} regressed)"
     lines = [f"### {md_escape(str(meta.get('title', 'Performance comparison')))}: {outcome}", ""]
     lines += [f"- **{md_escape(k)}:** {md_escape(v)}" for k, v in _meta_items(meta)]
@@ -158,3 +158,14 @@ def to_markdown(comparisons: Sequence[Comparison], meta: Mapping) -> str:
     if notes:
         lines += ["", f"<details><summary>Notes ({len(notes)})</summary>", "", *notes, "", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def verdict_report(comparisons: Sequence[Comparison], meta: Mapping, extra: Mapping | None = None) -> dict:
+    """The JSON document of a verdict report (``perf.results.load_verdicts`` reads it back)."""
+    return {
+        "meta": dict(meta),
+        "summary": {"passed": passed(comparisons), "counts": {str(k): v for k, v in tally(comparisons).items()},
+                    "total": len(comparisons), "line": summary_line(comparisons)},
+        "comparisons": [c.as_dict() for c in comparisons],
+        **dict(extra or {}),
+    }

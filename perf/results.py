@@ -22,48 +22,18 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 from .errors import ResultsError
+from .metric import Metric
+from .statistic import DEFAULT, Process
+from .statistic import median as median_of
 
 SAMPLES_KEY = "data"  # stats.data: one value per round, per call (kept by --benchmark-save-data)
 
 
-
-
-class Metric(str, Enum):
-    """What a benchmark's values are. Values of two metrics are never compared."""
-
-    TIME = "time"                   # seconds per call, wall clock (device-synchronised)
-    INSTRUCTIONS = "instructions"   # instructions executed per call, counted under callgrind
-    CYCLES = "cycles"               # estimated cycles per call, from callgrind's counts
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def counted(self) -> bool:
-        """A deterministic count (no wall clock): equal values on both sides are the norm."""
-        return self is not Metric.TIME
-
-    @classmethod
-    def parse(cls, text: object, where: str = "metric") -> Metric:
-        try:
-            return cls(text)
-        except ValueError:
-            raise ResultsError(f"{where}: unknown metric {text!r}; known: {', '.join(m.value for m in cls)}") from None
-
-
-@dataclass(frozen=True)
-class Process:
-    """One process's share of a benchmark: its rounds and its per-process statistics."""
-
-    rounds: int
-    min: float
-    median: float
 
 
 @dataclass(frozen=True)
@@ -103,9 +73,9 @@ class Result:
             return tuple(dims)  # type: ignore[return-value]
         return None
 
-    def per_process(self, statistic: str) -> list[float]:
-        """One value per process (``min`` or ``median``); [] when measured in one process only."""
-        return [getattr(p, statistic) for p in self.processes]
+    def per_process(self, statistic: str = DEFAULT) -> list[float]:
+        """One value per process (``perf.statistic``: min or median); [] when measured in one process only."""
+        return [p.value(statistic) for p in self.processes]
 
 
 @dataclass(frozen=True)
@@ -223,7 +193,9 @@ def _parse_result(check: _Checker, where: str, bench: object, run_metric: Metric
     if procs and values and sum(p.rounds for p in procs) != len(values):
         check.fail(f"{where}.extra_info.processes", f"their rounds add up to {sum(p.rounds for p in procs)}, "
                                                     f"but stats.data holds {len(values)} values")
-    return Result(name=name, metric=metric, samples=values, median=median if median is not None else _median(values),
+    if median is None:
+        median = median_of(values)
+    return Result(name=name, metric=metric, samples=values, median=median,
                   iqr=iqr, processes=procs, info=info)
 
 
@@ -273,14 +245,6 @@ def _number(value: object) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) else None
-
-
-def _median(values: Sequence[float]) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 def _kind(value: object) -> str:
@@ -406,18 +370,6 @@ def _keep_umask_mode(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def check_writable(path: str | os.PathLike, what: str) -> None:
-    """ResultsError unless ``path`` can be written later: its folder exists and is writable, and it is no folder."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise ResultsError(f"{what} {str(path)!r} is a directory; give a file path")
-    if not folder.is_dir():
-        raise ResultsError(f"{what} {str(path)!r}: the folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ResultsError(f"{what} {str(path)!r}: not writable")
-
-
 # --------------------------------------------------------------------------- verdict reports
 
 
@@ -435,19 +387,6 @@ class VerdictReport:
     def names(self, verdict: str) -> list[str]:
         """The benchmarks with this verdict, in report order."""
         return [str(r["name"]) for r in self.rows if r.get("verdict") == verdict]
-
-
-def verdict_report(comparisons: Sequence, meta: Mapping, extra: Mapping | None = None) -> dict:
-    """The JSON document of a verdict report (comparisons: ``gate.Comparison``)."""
-    from . import gate, render  # the gate's statistics need numpy and scipy; reading a report does not
-
-    return {
-        "meta": dict(meta),
-        "summary": {"passed": gate.passed(comparisons), "counts": {str(k): v for k, v in gate.counts(comparisons).items()},
-                    "total": len(comparisons), "line": render.summary_line(comparisons)},
-        "comparisons": [c.as_dict() for c in comparisons],
-        **dict(extra or {}),
-    }
 
 
 def load_verdicts(path: str | os.PathLike) -> VerdictReport:

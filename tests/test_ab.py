@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perf import ab, gate, machine, results
-from perf.ab import BASE, HEAD
-from perf.cli import UsageError
+from perf import ab, command, gate, machine, rounds
+from perf.errors import UsageError
+from perf.metric import Metric
+from perf.rounds import BASE, HEAD
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--", "--benchmark-max-time=0.01", "--benchmark-min-rounds=5"]
@@ -72,11 +73,11 @@ def test_parse_args_errors_are_one_line(argv, message):
 
 
 def test_round_orders_are_balanced_seeded_and_recorded():
-    orders = ab.round_orders(8, seed=0)
-    assert orders == ab.round_orders(8, seed=0)
+    orders = rounds.round_orders(8, seed=0)
+    assert orders == rounds.round_orders(8, seed=0)
     assert sorted(orders) == [(BASE, HEAD)] * 4 + [(HEAD, BASE)] * 4
-    assert any(ab.round_orders(8, seed=s) != orders for s in range(1, 5))
-    odd = ab.round_orders(5, seed=3)
+    assert any(rounds.round_orders(8, seed=s) != orders for s in range(1, 5))
+    odd = rounds.round_orders(5, seed=3)
     assert len(odd) == 5 and abs(odd.count((BASE, HEAD)) - odd.count((HEAD, BASE))) == 1
 
 
@@ -93,16 +94,16 @@ def write_benchmark_json(path: Path, benchmarks: dict[str, list[float] | None]) 
 def test_read_round_takes_the_minimum_or_the_median_of_raw_data(tmp_path):
     path = write_benchmark_json(tmp_path / "r.json", {"perf/t.py::a": [3.0, 1.5, 2.0], "perf/t.py::b": [4.0, 1.0, 2.0, 3.0],
                                                       "perf/t.py::disabled": None})
-    assert ab.read_round(path) == {"perf/t.py::a": 1.5, "perf/t.py::b": 1.0}
-    assert ab.read_round(path, "median") == {"perf/t.py::a": 2.0, "perf/t.py::b": 2.5}
+    assert rounds.read_round(path) == {"perf/t.py::a": 1.5, "perf/t.py::b": 1.0}
+    assert rounds.read_round(path, "median") == {"perf/t.py::a": 2.0, "perf/t.py::b": 2.5}
 
 
 def test_read_round_bad_file_is_an_ab_error(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(UsageError, match="cannot read the results of a side"):
-        ab.read_round(tmp_path / "bad.json")
+        rounds.read_round(tmp_path / "bad.json")
     with pytest.raises(UsageError):
-        ab.read_round(tmp_path / "absent.json")
+        rounds.read_round(tmp_path / "absent.json")
 
 
 def test_pair_rounds_pairs_by_index_and_finds_new_and_missing():
@@ -210,11 +211,12 @@ def test_recheck_raises_detection_of_a_10_percent_slowdown_on_constructed_rounds
 
 
 def test_pytest_command_selects_perf_unless_paths_are_given(tmp_path):
-    cmd = ab.pytest_command(tmp_path, tmp_path / "o.json", ["--perf-size", "seed"])
+    cmd = command.pytest_perf(["--perf-size", "seed"], json=tmp_path / "o.json", rootdir=tmp_path)
     assert cmd[:4] == [sys.executable, "-m", "pytest", "perf"]
     assert "-p" in cmd and "no:cacheprovider" in cmd and f"--benchmark-json={tmp_path / 'o.json'}" in cmd
-    assert cmd[-2:] == ["--perf-size", "seed"]
-    assert "perf" not in ab.pytest_command(tmp_path, tmp_path / "o.json", ["perf/test_step.py::test_x"])[:4]
+    assert f"--rootdir={tmp_path}" in cmd and cmd[-2:] == ["--perf-size", "seed"]
+    assert "perf" not in command.pytest_perf(["perf/test_step.py::test_x"], json=tmp_path / "o.json")[:4]
+    assert command.pytest_perf(["x"], python="/env/bin/python")[0] == "/env/bin/python"
 
 
 # --------------------------------------------------------------------------- end to end on a temporary repository
@@ -370,21 +372,21 @@ def test_ab_duet_runs_both_sides_at_once_on_disjoint_cpus_and_flags_the_slowdown
 def test_auto_mode_is_duet_with_two_cpus_and_no_gpu(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(machine, "gpu_visible", lambda: False)
-    assert ab.resolve_mode("auto") == "duet" and ab.resolve_mode("sequential") == "sequential"
+    assert rounds.resolve_mode("auto") == "duet" and rounds.resolve_mode("sequential") == "sequential"
     monkeypatch.setattr(machine, "gpu_visible", lambda: True)
-    assert ab.resolve_mode("auto") == "sequential"
+    assert rounds.resolve_mode("auto") == "sequential"
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     monkeypatch.setattr(machine, "gpu_visible", lambda: False)
-    assert ab.resolve_mode("auto") == "sequential"
+    assert rounds.resolve_mode("auto") == "sequential"
 
 
 def test_cpu_halves_are_disjoint_and_need_two_cpus(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
-    first, second = ab.cpu_halves()
+    first, second = rounds.cpu_halves()
     assert first == {0, 1} and second == {2, 3}
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
     with pytest.raises(UsageError, match="--mode duet needs at least 2 CPUs"):
-        ab.cpu_halves()
+        rounds.cpu_halves()
 
 
 def test_counts_are_judged_by_the_count_rule_not_a_test_on_identical_rounds():
@@ -392,5 +394,5 @@ def test_counts_are_judged_by_the_count_rule_not_a_test_on_identical_rounds():
     # is not a regression, +3% is, and equal counts are unchanged.
     base = [{"a": 24_000.0, "b": 24_000.0, "c": 50_000.0}] * 3
     head = [{"a": 24_000.0 * 1.013, "b": 24_000.0 * 1.03, "c": 50_000.0}] * 3
-    verdicts = {c.name: c.verdict for c in ab.decide(base, head, 0.01, metric=results.Metric.INSTRUCTIONS)}
+    verdicts = {c.name: c.verdict for c in ab.decide(base, head, 0.01, metric=Metric.INSTRUCTIONS)}
     assert verdicts == {"a": gate.INCONCLUSIVE, "b": gate.REGRESSED, "c": gate.UNCHANGED}

@@ -20,7 +20,8 @@ import pytest
 
 from ci import baselines, github, gpu_baseline, gpu_env, gpu_setup, merge_report, pr_gate
 from perf import machine, results
-from perf.cli import ERROR, INTERRUPTED, PASS, REGRESSION, UsageError
+from perf.cli import ERROR, INTERRUPTED, PASS, REGRESSION
+from perf.errors import UsageError
 from tests.damage import damaged_runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +99,7 @@ def test_runner_classes_are_label_sets() -> None:
     assert baselines.class_slug('["gpu","Linux","self-hosted"]') == "gpu-linux-self-hosted"
     assert baselines.class_slug(["self-hosted", "a100 80/gb"]) == "a100_80_gb-self-hosted"
     for bad in (" , ", "[1", '["a"'):
-        with pytest.raises(baselines.BaselineError):
+        with pytest.raises(baselines.StoreError):
             baselines.class_slug(bad)
 
 
@@ -119,7 +120,7 @@ def test_where_baselines_live(monkeypatch: pytest.MonkeyPatch) -> None:
     assert store.key_dir("k-1") == Path("/srv/b/gpu-linux-self-hosted/k-1")
     assert store.runs_dir("k-1") == Path("/srv/b/gpu-linux-self-hosted/k-1") / baselines.machine_id()
     assert re.fullmatch(r"\w+-\w+-\d+\.\d+-\d+bit", baselines.machine_id())  # pytest-benchmark's folder
-    with pytest.raises(baselines.BaselineError):
+    with pytest.raises(baselines.StoreError):
         store.key_dir("../escape")
 
 
@@ -205,7 +206,7 @@ def test_a_damaged_earlier_layout_is_an_error_that_names_it(tmp_path: Path, dama
     else:
         old_layout(store, KEY, names, current=names[-1], broken=names[-1])
         where = "baseline.json"
-    with pytest.raises(baselines.BaselineError, match=where) as info:
+    with pytest.raises(baselines.StoreError, match=where) as info:
         store.migrate(KEY)
     assert "\n" not in str(info.value) and "reset" in str(info.value)
     assert store.old_layout(KEY) and store.saved(KEY) == []  # nothing half done
@@ -255,7 +256,7 @@ def test_the_pytest_commands(tmp_path: Path) -> None:
     assert "--benchmark-save=abc" in cmd and "--benchmark-save-data" in cmd
     assert "--perf-threads=1" not in cmd and not any(a.startswith("--benchmark-compare") for a in cmd)
     probe = gpu_baseline.probe_command(["-k", "relu"], 1)
-    assert probe[3:] == ["perf", "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "ci.probe", "--perf-threads=1",
+    assert probe[3:] == ["perf", "-q", "-p", "no:cacheprovider", "--collect-only", "-p", "ci.probe", "--perf-threads=1",
                          "-k", "relu"]
 
 

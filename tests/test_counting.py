@@ -10,11 +10,13 @@ import json
 import pytest
 
 import kernels
-from perf import callgrind, gate, measure, results
+from perf import callgrind, counting, gate, results
 from perf.baseline import SavedGate
 from perf.cases import Case, probe_problem
-from perf.gate import COUNT_NOISE
+from perf.metric import Metric
 from tests.test_perf_plugin import assert_one_line_error, node, pytest_perf, storage_option
+
+COUNT_NOISE = Metric.INSTRUCTIONS.defaults.noise
 
 slow = pytest.mark.slow
 NO_VALGRIND = callgrind.valgrind_problem()
@@ -57,18 +59,18 @@ def test_a_saved_count_is_judged_with_the_count_rule():
     (Case("hidden", "numpy", kernels.PRESETS["compute"]), "would take too long to count under callgrind"),
 ])
 def test_probes_and_costly_sizes_are_skipped_with_the_reason(case, why):
-    assert why in measure.cannot_count(case, kernels.backend("numpy"))
+    assert why in counting.cannot_count(case, kernels.backend("numpy"))
 
 
 def test_every_stage_and_step_at_seed_is_counted():
     b = kernels.backend("numpy")
     for stage in (*kernels.STAGES, "train_step", "workspace_step"):
-        assert measure.cannot_count(Case(stage, "numpy", kernels.PRESETS["seed"]), b) == "", stage
+        assert counting.cannot_count(Case(stage, "numpy", kernels.PRESETS["seed"]), b) == "", stage
 
 
 def test_a_gpu_backend_is_skipped_with_the_reason():
     gpu = type("FakeBackend", (), {"device_name": "cuda:0"})()
-    why = measure.cannot_count(Case("relu", "torch-cuda", kernels.PRESETS["seed"]), gpu)
+    why = counting.cannot_count(Case("relu", "torch-cuda", kernels.PRESETS["seed"]), gpu)
     assert "counting under callgrind is for CPU backends" in why
 
 
@@ -93,9 +95,9 @@ def test_a_stage_is_counted_saved_and_compared_unchanged(tmp_path):
     assert "numpy: 1 benchmarks counted 1 time(s) each, a fresh process each, in " in saved.output
     (path,) = tmp_path.rglob("*.json")
     run = results.load_run(path)
-    assert run.metric is results.Metric.INSTRUCTIONS
+    assert run.metric is Metric.INSTRUCTIONS
     r = run.results[node("relu", "numpy", "seed")]
-    assert r.metric is results.Metric.INSTRUCTIONS and len(r.samples) == 1
+    assert r.metric is Metric.INSTRUCTIONS and len(r.samples) == 1
     info = json.loads(path.read_text())["benchmarks"][0]["extra_info"]
     assert {"instructions", "branches", "mispredicts", "l1_misses", "ll_misses", "cycles"} <= set(info)
     assert info["instructions"] == r.samples[0] > 1000 and info["cycles"] >= info["instructions"]
@@ -109,7 +111,7 @@ def test_a_stage_is_counted_saved_and_compared_unchanged(tmp_path):
 
 def test_the_cycle_estimate_is_judged_against_its_own_larger_noise():
     # Simulated cache misses weigh 10 and 100: the estimate moved up to 21% between fresh processes.
-    assert gate.count_noise("cycles") > gate.count_noise("instructions") == COUNT_NOISE
+    assert Metric.CYCLES.defaults.noise > Metric.INSTRUCTIONS.defaults.noise == COUNT_NOISE
     doc = {"perf": {"metric": "cycles"},
            "benchmarks": [{"fullname": "a", "stats": {"data": [1000.0]}, "extra_info": {"metric": "cycles"}}]}
     g = SavedGate(results.parse_run(doc, "b.json"), 0.01, 0.05)

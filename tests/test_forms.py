@@ -9,7 +9,7 @@ import pytest
 from kernels.problem import MATMUL_STAGES, STAGES, Problem
 from perf import forms
 from perf.cases import OUT_FORMS
-from perf.forms import Check, Measured
+from perf.forms import Check, RunEntry
 from perf.results import parse_run
 
 SHAPE = (2, 3, 4, 5)  # N, D_in, H, D_out: the five matmuls are 48 + 80 + 80 + 80 + 48 = 336 FLOPs
@@ -18,9 +18,9 @@ STEP_FLOPS = P.flops("train_step")  # 336 and the elementwise work
 
 
 def m(stage: str, median: float, backend: str = "numpy", dtype: str = "float32", size: str = "tiny",
-      share: float | None = None, **kw) -> Measured:
+      share: float | None = None, **kw) -> RunEntry:
     """A result with the kernels' own FLOP model, as the perf layer records it, and the share the plugin stored."""
-    return Measured(stage, backend, dtype, size, median, kw.pop("flops", P.flops(stage)), kw.pop("shape", SHAPE), share)
+    return RunEntry(stage, backend, dtype, size, median, kw.pop("flops", P.flops(stage)), kw.pop("shape", SHAPE), share)
 
 
 def test_the_matmul_floor_counts_the_five_matmuls_only():
@@ -41,7 +41,7 @@ def test_the_floor_uses_the_peak_rate_read_back_from_the_recorded_share():
 def test_each_form_of_the_step_gets_its_recorded_share_and_its_ratio_to_the_matmul_floor():
     # Every form of one run was set against the same peak, 1 GFLOP/s: share = (STEP_FLOPS / median) / 1e9, and the
     # floor of every form is the 336 matmul FLOPs at 1 GFLOP/s, 336 ns, whatever its time.
-    def form(stage: str, ns: float) -> Measured:
+    def form(stage: str, ns: float) -> RunEntry:
         return m(stage, ns * 1e-9, share=STEP_FLOPS / ns)
 
     results = [form("graph_step", 400), form("tutorial_step", 1000), form("train_step", 800), form("workspace_step", 672),
@@ -111,14 +111,14 @@ def test_targets_hold_at_their_threshold_and_fail_past_it(target, value, met):
 
 
 def targets_run(size: str, backend: str = "numpy", workspace: float = 105.0, out_share: float = 0.6,
-                floor_share: float = 1.0) -> list[Measured]:
+                floor_share: float = 1.0) -> list[RunEntry]:
     """Every out= form 10 s (their sum 100 s), the workspace step ``workspace`` s; the steps at ``floor_share`` of peak."""
     results = [m(s, 10.0, backend, size=size, share=out_share) for s in OUT_FORMS]
     return results + [m(step, value, backend, size=size, share=floor_share)
                       for step, value in (("workspace_step", workspace), ("train_step", 120.0), ("tutorial_step", 200.0))]
 
 
-def judged(results: list[Measured], targets=forms.ISSUE_14_TARGETS) -> list[Check]:
+def judged(results: list[RunEntry], targets=forms.ISSUE_14_TARGETS) -> list[Check]:
     return forms.checks(forms.step_forms(results), forms.stage_shares(results), targets)
 
 
@@ -174,6 +174,6 @@ def test_results_are_read_from_a_run_through_the_results_layer():
         {"fullname": "d", "stats": {"median": 9e4}, "extra_info": info | {"metric": "instructions"}},  # counted, not timed
     ]}
     first, probe = forms.from_run(parse_run(doc, "run.json"))
-    assert first == Measured("relu_out", "numpy", "float32", "seed", 2e-6, 6400, (64, 1000, 100, 10), 0.25)
+    assert first == RunEntry("relu_out", "numpy", "float32", "seed", 2e-6, 6400, (64, 1000, 100, 10), 0.25)
     assert (probe.stage, probe.shape, probe.peak_share) == ("peak_copy", None, None)
     assert forms.from_run(parse_run({"benchmarks": []}, "empty.json")) == []

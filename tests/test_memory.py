@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import kernels
-from perf import cases, plugin
+from perf import cases, params
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = "1024,1536,768,512"  # every dim different, compute-sized: a run takes seconds
@@ -27,7 +27,7 @@ PEAK = textwrap.dedent("""
     import contextlib, io, sys
     import numpy as np, torch
     import kernels
-    from perf import cases, plugin
+    from perf import cases, params
     mode, name, size, dtype = sys.argv[1:]
     problem = kernels.parse_problem(size, dtype)
 
@@ -91,7 +91,7 @@ def test_the_estimate_grows_with_every_dim_and_counts_the_reference_on_the_host(
 
 def test_the_perf_suite_skips_on_the_same_estimate() -> None:
     b = kernels.backend("numpy")
-    assert plugin._cannot_run(cases.Case("relu", "numpy", kernels.PRESETS["compute"]), b) == ""
+    assert params.cannot_run(cases.Case("relu", "numpy", kernels.PRESETS["compute"]), b) == ""
     huge = kernels.Problem(10**6, 10**6, 10**6, 10**6)
-    why = plugin._cannot_run(cases.Case("relu", "numpy", huge), b)
+    why = params.cannot_run(cases.Case("relu", "numpy", huge), b)
     assert why.startswith(f"size {huge.name} needs about ") and "free; choose a smaller size" in why

@@ -29,11 +29,12 @@ import pytest
 
 import kernels
 from kernels.problem import SWEEPS, Problem
-from perf import machine, plugin, results
-from perf.baseline import BaselineError, check_comparable
+from perf import machine, plugin, results, session
+from perf.baseline import check_comparable
 from perf.cases import OUT_FORMS, PROBES, base_stage
+from perf.errors import BaselineError
+from perf.metric import Metric
 from perf.options import settings
-from perf.results import Metric
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).resolve().parent / "plugins"  # -p modules: perf_wrong_relu, perf_interrupt_second
@@ -275,7 +276,7 @@ def test_threads_are_pinned_as_asked_for_torch_and_the_blas_pools(wrong_relu):
 
 @slow
 def test_a_wrong_kernel_fails_its_benchmarks_before_timing_and_the_others_pass(wrong_relu):
-    assert wrong_relu.rc == plugin.EXIT_CHECK_FAILED, wrong_relu.output  # a failed check: not a regression (1)
+    assert wrong_relu.rc == session.EXIT_CHECK_FAILED, wrong_relu.output  # a failed check: not a regression (1)
     # Both steps and the out= form compose numpy's relu.
     wrong = {node(stage, "numpy") for stage in ("relu", "relu_out", "train_step", "workspace_step")}
     outcomes = wrong_relu.outcomes()
@@ -525,7 +526,7 @@ def test_an_interrupted_run_saves_nothing_and_says_so(saved, tmp_path):
 def test_a_run_stopped_by_maxfail_is_not_saved_either(tmp_path):
     run = pytest_perf(*FAST, "--perf-backend", "numpy", *NO_ROOFLINE, "-p", "perf_wrong_relu", "-x", "--benchmark-autosave",
                       storage_option(tmp_path))
-    assert run.rc == plugin.EXIT_CHECK_FAILED and "stopping after 1 failures" in run.output, run.output
+    assert run.rc == session.EXIT_CHECK_FAILED and "stopping after 1 failures" in run.output, run.output
     assert saved_files(tmp_path) == {}
 
 
@@ -565,8 +566,9 @@ def perf_config(allow_foreign: bool = False) -> SimpleNamespace:
         return True if key == "perf_allow_foreign_baseline" and allow_foreign else None
 
     s = settings(SimpleNamespace(getoption=getoption, getini=lambda key: [] if key == "perf_thresholds" else None))
-    return SimpleNamespace(stash={plugin.SESSION: plugin.PerfSession(s, machine.thread_counts())},
-                           invocation_params=SimpleNamespace(args=("perf",)))
+    config = SimpleNamespace(invocation_params=SimpleNamespace(args=("perf",)))
+    config.stash = {plugin.SESSION: session.PerfSession(s, machine.thread_counts(), config)}
+    return config
 
 
 def check_baseline(saved_fingerprint: dict | None, allow_foreign: bool = False, metric: Metric = Metric.TIME) -> str:

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perf import gate, processes, results
+from perf import gate, machine, processes, results
 from perf.baseline import SavedGate
-from perf.processes import Budget, Measured, passed_through
+from perf.command import passed_through
+from perf.measured import Measured, ProcessResult
+from perf.processes import Budget
 from tests.test_perf_plugin import child_env, node, pytest_perf, storage_option
 
 TINY_FAST = ("-p", "no:cacheprovider", "--perf-size", "8,16,8,4", "--perf-backend", "numpy",
@@ -105,8 +107,7 @@ def run_with(processes_per_bench: dict[str, list[list[float]]]) -> results.Run:
 
 
 def measured(per_process: list[list[float]]) -> Measured:
-    return Measured([results.Result(f"p{i}", results.Metric.TIME, tuple(p), float(np.median(p)), None)
-                     for i, p in enumerate(per_process)])
+    return Measured([ProcessResult("p", tuple(p)) for p in per_process])
 
 
 def test_the_saved_gate_compares_processes_with_processes():
@@ -208,9 +209,9 @@ def test_a_child_that_fails_or_is_killed_is_one_line_and_nothing_is_saved(tmp_pa
 
 
 def test_a_child_measures_in_itself(monkeypatch):
-    monkeypatch.setenv(processes.CHILD_ENV, "1")
+    monkeypatch.setenv(machine.CHILD_ENV, "1")
     assert processes.is_child()
-    monkeypatch.delenv(processes.CHILD_ENV)
+    monkeypatch.delenv(machine.CHILD_ENV)
     assert not processes.is_child()
 
 

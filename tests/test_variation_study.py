@@ -1,4 +1,4 @@
-"""scripts/variation_study.py: its analysis on constructed data (measuring is what the script does on a
+"""studies/variation_study.py: its analysis on constructed data (measuring is what the script does on a
 real machine, not a test)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "variation_study.py"
+_PATH = Path(__file__).resolve().parents[1] / "studies" / "variation_study.py"
 _spec = importlib.util.spec_from_file_location("variation_study", _PATH)
 vs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(vs)

@@ -16,9 +16,9 @@ command: bad input is one line and exit 2). Never imports torch.
 
 from .figures import figure_names, write_figures
 from .load import Entry, Loaded, Merged, Source, load, merge
-from .markdown import crossover_lines, describe_machine, format_cell, format_share, format_speedup, render_markdown
+from .markdown import crossover_lines, describe_fingerprint, format_cell, format_share, format_speedup, render_markdown
 from .tables import Cell, Crossover, Race, Table, build_tables, crossovers, order_backends, order_stages
 
 __all__ = ["Cell", "Crossover", "Entry", "Loaded", "Merged", "Race", "Source", "Table", "build_tables", "crossover_lines",
-           "crossovers", "describe_machine", "figure_names", "format_cell", "format_share", "format_speedup", "load",
+           "crossovers", "describe_fingerprint", "figure_names", "format_cell", "format_share", "format_speedup", "load",
            "merge", "order_backends", "order_stages", "render_markdown", "write_figures"]

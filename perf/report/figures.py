@@ -12,10 +12,10 @@ from pathlib import Path
 from kernels.problem import DEFAULT_DTYPE
 
 from ..cases import OUT_FORMS, STEPS
+from ..metric import Metric
 from ..render import format_count, format_time
-from ..results import Metric
 from .load import Entry, Source, shape_text
-from .markdown import describe_machine, gpu_name
+from .markdown import describe_fingerprint, gpu_name
 from .tables import STEP, Crossover, Table, device_kind, kind, order_backends
 
 STEP_FIGURE = "step-vs-size.png"
@@ -55,7 +55,7 @@ def backend_colors(backends: Iterable[str]) -> dict[str, str]:
 
 
 def _machines(sources: Iterable[Source]) -> str:
-    return " | ".join(dict.fromkeys(describe_machine(s.fingerprint, short=True) for s in sources))
+    return " | ".join(dict.fromkeys(describe_fingerprint(s.fingerprint, short=True) for s in sources))
 
 
 def _footnote(sources: Iterable[Source], width_in: float) -> str:
@@ -137,7 +137,7 @@ def _legend_label(result: Entry, several_machines: bool) -> str:
 
 
 def _several_machines(sources: Iterable[Source]) -> bool:
-    return len({describe_machine(s.fingerprint) for s in sources}) > 1
+    return len({describe_fingerprint(s.fingerprint) for s in sources}) > 1
 
 
 def plot_step_vs_size(tables: Sequence[Table], races: Sequence[Crossover], path: Path) -> None:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cases import PROBES
-from ..results import Metric, Result, ResultsError, load_run
+from ..errors import ResultsError
+from ..metric import Metric
+from ..results import Result, load_run
 
 NOISY_IQR = 0.10  # a cell is marked noisy when its IQR exceeds this fraction of its median
 NAMES = ("stage", "backend", "device", "dtype", "size")   # annotate() writes them for every case

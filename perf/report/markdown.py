@@ -15,8 +15,8 @@ from kernels.problem import DEFAULT_DTYPE, STEP_FORMS
 
 from .. import forms
 from ..forms import Check, Target
+from ..metric import Metric
 from ..render import format_time, format_value, md_escape
-from ..results import Metric
 from .load import NOISY_IQR, Entry, Merged, shape_text
 from .tables import DEFAULT_BASELINE, STEP, Cell, Crossover, Table, kind, order_backends, shows_forms, step_forms
 
@@ -57,7 +57,7 @@ def format_cell(cell: Cell | None, baseline_column: bool) -> str:
     return " · ".join(parts)
 
 
-def describe_machine(fp: Mapping, short: bool = False) -> str:
+def describe_fingerprint(fp: Mapping, short: bool = False) -> str:
     """'AMD EPYC, 2 CPUs; GPU: ...; numpy 2.4.6 (openblas ...), torch 2.13.0+cpu; threads ...' from a fingerprint."""
     cpu = str(fp.get("cpu") or "unknown CPU")
     if fp.get("cpus"):
@@ -107,7 +107,7 @@ def render_markdown(merged: Merged, tables: Sequence[Table], races: Sequence[Cro
     lines += ["## Sources", ""]
     for s in merged.sources:
         when = ", ".join(x for x in (s.datetime.replace("T", " ")[:19], f"commit {s.commit}" if s.commit else "") if x)
-        lines.append(f"{s.index + 1}. `{s.path}`" + (f" ({when})" if when else "") + f": {describe_machine(s.fingerprint)}")
+        lines.append(f"{s.index + 1}. `{s.path}`" + (f" ({when})" if when else "") + f": {describe_fingerprint(s.fingerprint)}")
     if len(merged.sources) > 1:
         lines += ["", "Where files overlap (same size, dtype, backend and stage), the file named later wins."]
     lines += _replacements(merged.replaced)

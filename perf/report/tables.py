@@ -12,7 +12,7 @@ from kernels.problem import DEFAULT_DTYPE, STAGES, Problem
 
 from .. import forms
 from ..cases import OUT_FORMS, PROBES, STEPS
-from ..results import Metric
+from ..metric import Metric
 from .load import Entry, Merged, Source
 
 DEFAULT_BASELINE = "numpy"

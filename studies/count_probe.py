@@ -1,7 +1,7 @@
 """Counts the stages and the step under callgrind, through perf.callgrind, for docs/results/counts.md.
 
-    python scripts/count_probe.py launch --backend numpy --label base-1 --out runs.jsonl [--cwd DIR] [--aslr] ...
-    python scripts/count_probe.py report runs.jsonl    # Markdown: the spread of the base-* runs, the others against them
+    python studies/count_probe.py launch --backend numpy --label base-1 --out runs.jsonl [--cwd DIR] [--aslr] ...
+    python studies/count_probe.py report runs.jsonl    # Markdown: the spread of the base-* runs, the others against them
 
 ``launch`` runs one valgrind process per backend (``child`` is what runs inside it): every case
 is bound and checked against the float64 reference (uninstrumented), then counted by

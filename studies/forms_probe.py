@@ -1,6 +1,6 @@
 """Interleaved in one process: each form of the step, each stage alone (plain and out=), and the peak matmul.
 
-    PYTHONPATH=. python scripts/forms_probe.py [--size seed] [--backend numpy,torch-cpu] [--rounds 30] [--clock thread]
+    PYTHONPATH=. python studies/forms_probe.py [--size seed] [--backend numpy,torch-cpu] [--rounds 30] [--clock thread]
 
 Every call is the one the step makes (same arrays, same buffers; lr 0, so every call does the same
 work), timed in blocks, the blocks of every label in a shuffled order each round, so that the

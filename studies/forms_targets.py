@@ -1,6 +1,6 @@
 """The step's forms and the kernel targets of issue 14, from pytest-benchmark JSON files of ``pytest perf``.
 
-    PYTHONPATH=. python scripts/forms_targets.py RESULTS.json [MORE.json ...]
+    PYTHONPATH=. python studies/forms_targets.py RESULTS.json [MORE.json ...]
 
 Each file is read through ``perf.results`` and judged against its own roofline (the shares the plugin
 recorded: run the probes in the same ``pytest perf``). Prints, per size, backend and dtype: every form
@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 
 from perf import forms
-from perf.results import ResultsError, load_run
+from perf.errors import ResultsError
+from perf.results import load_run
 
 
 def _pct(x: float | None) -> str:

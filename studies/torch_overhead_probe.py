@@ -1,13 +1,13 @@
 """Per-call overhead of the torch stages at the seed size: the forms before and after, and candidates, interleaved.
 
-    PYTHONPATH=. python scripts/torch_overhead_probe.py [--rounds 40] [--calls 200] [--size seed] [--clock thread]
+    PYTHONPATH=. python studies/torch_overhead_probe.py [--rounds 40] [--calls 200] [--size seed] [--clock thread]
 
 For each stage, every variant is called ``--calls`` times in a block, the blocks of all variants in
 a shuffled order, ``--rounds`` times, in one process with one thread: the machine's drift hits them
 all alike. Prints the median time per call of each variant and its ratio to ``before`` (the stage as
 it was before the overhead work, copied here literally). Candidates that are not exact are not listed.
 The last table times whole steps the same way, with and without an ambient ``torch.inference_mode``.
-``--clock thread`` reads the thread's CPU time (see scripts/forms_probe.py) instead of the wall clock.
+``--clock thread`` reads the thread's CPU time (see studies/forms_probe.py) instead of the wall clock.
 """
 
 from __future__ import annotations

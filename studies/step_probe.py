@@ -1,6 +1,6 @@
 """Interleaved in one process: train_step against the tutorial's step, and with one stage swapped at a time.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/step_probe.py [seed|compute]
+    PYTHONPATH=. OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python studies/step_probe.py [seed|compute]
 
 Benchmarks of the two steps run minutes apart, and this VM drifts by tens of percent; here
 every variant is called in turn, many times, so that drift hits them all alike.

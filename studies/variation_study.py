@@ -1,8 +1,8 @@
 """What the process-to-process variation of a benchmark is made of (issue 12): can blocks of rounds with the
 case's arrays re-allocated inside one process sample it, or does it take fresh processes?
 
-    python scripts/variation_study.py --processes 16 --aslr-off 8 --blocks 8 --rounds 100 --out /tmp/pv.json
-    python scripts/variation_study.py --analyse /tmp/pv.json     # the tables again, from the raw data
+    python studies/variation_study.py --processes 16 --aslr-off 8 --blocks 8 --rounds 100 --out /tmp/pv.json
+    python studies/variation_study.py --analyse /tmp/pv.json     # the tables again, from the raw data
 
 Fresh worker processes (this script with ``--worker``) run one after the other; ``--aslr-off`` more of
 them run under ``setarch -R`` (address-space randomisation off: every process gets the same layout),
@@ -190,7 +190,7 @@ def run_study(opts: argparse.Namespace) -> dict:
         print(f"process {i + 1}/{len(order)}{' (ASLR off)' if aslr_off else ''}: {wall:.1f} s, "
               f"load {load_before[0]:.2f} -> {load_after[0]:.2f}, CPUs busy {result['busy']:.0%}", file=sys.stderr)
     meta = {"started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(began)), "minutes": (time.time() - began) / 60,
-            "command": " ".join(["python", "scripts/variation_study.py", *sys.argv[1:]]),
+            "command": " ".join(["python", "studies/variation_study.py", *sys.argv[1:]]),
             "machine": machine(), "backends": opts.backends, "size": opts.size, "blocks": opts.blocks,
             "rounds": opts.rounds, "processes": opts.processes, "aslr_off": opts.aslr_off}
     return {"meta": meta, "processes": processes}
@@ -527,7 +527,7 @@ def render(data: dict) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise StudyError(f"{message} (see scripts/variation_study.py --help)")
+        raise StudyError(f"{message} (see studies/variation_study.py --help)")
 
 
 def positive(text: str) -> int:
@@ -541,7 +541,7 @@ def positive(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = _Parser(prog="scripts/variation_study.py", allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="studies/variation_study.py", allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--processes", type=positive, default=12, help="fresh processes with ASLR on (default 12)")
     p.add_argument("--aslr-off", type=int, default=0, help="more processes under setarch -R (default 0)")
     p.add_argument("--blocks", type=positive, default=6, help="blocks per case and condition (default 6)")

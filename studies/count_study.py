@@ -1,7 +1,7 @@
 """The counted metric measured through the suite itself (issue 13), for docs/results/counts.md.
 
-    python scripts/count_study.py --workdir /tmp/cs [--reps 5] [--det-reps 3] [--out docs/results/counts.md]
-    python scripts/count_study.py --workdir /tmp/cs --render      # the report again, from the workdir
+    python studies/count_study.py --workdir /tmp/cs [--reps 5] [--det-reps 3] [--out docs/results/counts.md]
+    python studies/count_study.py --workdir /tmp/cs --render      # the report again, from the workdir
 
 Run from a committed checkout: one of the working directories is a clone of HEAD. Every run is
 ``pytest perf --perf-metric instructions`` of the seed preset, numpy and torch-cpu, every stage,
@@ -132,7 +132,7 @@ def render(study: dict) -> list[str]:
     clean = [base, *aa]
     names = list(base["counts"])
     out = [f"Measured {study['date']} on {study['host']} ({study['cpus']} vCPUs, shared), commit {study['commit']}, "
-           f"{study['valgrind']}, threads 1, by `python scripts/count_study.py --workdir DIR` "
+           f"{study['valgrind']}, threads 1, by `python studies/count_study.py --workdir DIR` "
            f"(every run: `pytest perf {shlex.join(SELECT)}`).", ""]
     out += ["### Cost", "",
             f"Counting the seed preset, numpy and torch-cpu ({len(names)} benchmarks: every stage, out= form and step), "
