@@ -72,7 +72,7 @@ def _bad(text: str, problem: str) -> UsageError:
 
 
 def _check_interpreter(text: str) -> Path:
-    path = Path(text).expanduser()
+    path = Path(text).expanduser().absolute()  # not resolved: a virtual environment's python is a link out of it
     if not path.exists():
         raise _bad(text, "no such file")
     if not path.is_file() or not os.access(path, os.X_OK):
@@ -183,7 +183,7 @@ class Environment:
     def description(self) -> str:
         """One line for a report: 'numpy 2.2.6 (torch 2.13.0+cpu, scipy 1.17.1, ..., from cache)'."""
         if self.spec.kind is SpecKind.REQUIREMENTS:
-            headline = ", ".join(f"{name} {self.versions[name]}" for name in self.spec.names)
+            headline = ", ".join(f"{name} {self.versions.get(name, '(not installed here)')}" for name in self.spec.names)
         else:
             headline = "current environment" if self.spec.kind is SpecKind.CURRENT else str(self.python)
         others = [f"{name} {version}" for name, version in self.versions.items() if name not in self.spec.names]
@@ -228,6 +228,6 @@ def prepare(spec: Spec | str, *, project_root: str | os.PathLike, cache_root: st
     except UsageError as exc:
         raise UsageError(f"environment spec {spec.text!r}: {exc}") from None
     names = dict.fromkeys([*spec.names, *dependency_names])
-    versions = {name: resolution.distributions[name] for name in names}
+    versions = {name: resolution.distributions[name] for name in names if name in resolution.distributions}
     source = Source.BUILT if built else Source.CACHE
     return Environment(spec, venv_python(entry), versions, resolution.distributions, source)

@@ -140,6 +140,22 @@ def test_parse_spec_current_and_an_interpreter_path():
     assert spec.kind is SpecKind.INTERPRETER and spec.python == Path(sys.executable)
 
 
+def test_an_interpreter_path_is_made_absolute_but_not_resolved(tmp_path, monkeypatch):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    assert envs.parse_spec("./bin/python").python == tmp_path / "bin" / "python"
+
+
+def test_a_spec_package_the_platform_does_not_install_is_said_so(project, cache):
+    class Without(FakeResolver):
+        def resolve(self, requirements):
+            resolution = super().resolve(requirements)
+            return Resolution({k: v for k, v in resolution.distributions.items() if k != "winonly"}, resolution.sources)
+    env = prepare("winonly;sys_platform=='win32'", project, cache, resolver=Without())
+    assert env.description == f"winonly (not installed here) (numpy {NUMPY}, pytest {PYTEST}, built now)"
+
+
 def executable(path: Path, text: str) -> str:
     path.write_text(text)
     path.chmod(0o755)
