@@ -223,7 +223,10 @@ def prepare(spec: Spec | str, *, project_root: str | os.PathLike, cache_root: st
         resolver = resolver or PipResolver(config)
         builder = builder or choose_builder(config)
     try:
-        resolution, _ = env_cache.cached_resolution(root, requirements, resolver, refresh=refresh)
+        resolution, cached = env_cache.cached_resolution(root, requirements, resolver, refresh=refresh)
+        if not cached:
+            log(f"resolved {spec.text!r}: {len(resolution.distributions)} to install, "
+                f"{len(resolution.downloads())} of them to download (not on this machine's disk)")
         entry, built = env_cache.ensure_built(root, resolution, builder, log=log)
     except UsageError as exc:
         raise UsageError(f"environment spec {spec.text!r}: {exc}") from None

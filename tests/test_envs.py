@@ -476,3 +476,4 @@ def test_a_real_one_package_environment_from_disk(tmp_path, cache):
     ran = subprocess.run([str(first.python), "-c", "import six; print(six.__version__)"], capture_output=True, text=True)
     assert ran.stdout.strip() == "1.17.0" and second.description == "six 1.17.0 (from cache)"
     assert sum(line.startswith("built ") for line in lines) == 1
+    assert "resolved 'six==1.17.0': 1 to install, 0 of them to download (not on this machine's disk)" in lines
