@@ -169,17 +169,20 @@ def pair_rounds(base_rounds: Sequence[dict[str, float]], head_rounds: Sequence[d
 
 
 def decide(base_rounds, head_rounds, threshold: float, alpha: float = 0.05, confidence: float = 0.95, *,
-           metric: Metric = Metric.TIME) -> list[gate.Comparison]:
-    """Paired verdicts with Holm over all paired benchmarks; NEW and MISSING rows for the rest.
+           metric: Metric = Metric.TIME, thresholds: Mapping[str, float] | None = None) -> list[gate.Comparison]:
+    """Paired verdicts with Holm over all paired benchmarks; NEW and MISSING rows for the rest. ``thresholds``
+    gives benchmarks a threshold of their own.
 
     Counts (a counted ``metric``) are judged by ``gate.compare_counts``, not by a test on the rounds: each
     side's rounds agree to the instruction, and what the two sides' code moves in memory is not in any
     round-to-round variance (docs/results/counts.md)."""
     paired, only_base, only_head = pair_rounds(base_rounds, head_rounds)
+    own = dict(thresholds or {})
     if metric.counted:
-        comps = [gate.compare_counts(n, b, h, threshold, metric.defaults.noise) for n, (b, h) in paired.items()]
+        comps = [gate.compare_counts(n, b, h, own.get(n, threshold), metric.defaults.noise) for n, (b, h) in paired.items()]
     else:
-        comps = [gate.compare_paired(n, b, h, threshold, alpha=alpha, confidence=confidence) for n, (b, h) in paired.items()]
+        comps = [gate.compare_paired(n, b, h, own.get(n, threshold), alpha=alpha, confidence=confidence)
+                 for n, (b, h) in paired.items()]
         comps = gate.holm(comps, alpha)
     comps += [gate.missing_benchmark(n, v, threshold) for n, v in only_base.items()]
     comps += [gate.new_benchmark(n, v, threshold) for n, v in only_head.items()]
@@ -198,7 +201,7 @@ def recheck_args(args: Sequence[str], names: Sequence[str]) -> list[str]:
 
 
 def decide_with_recheck(first: Rounds, again: Rounds, names: Sequence[str], threshold: float, alpha: float = 0.05,
-                        confidence: float = 0.95) -> list[gate.Comparison]:
+                        confidence: float = 0.95, thresholds: Mapping[str, float] | None = None) -> list[gate.Comparison]:
     """Verdicts on the first rounds plus the recheck's.
 
     Each of the rechecked `names` is decided on all its pairs; every other benchmark keeps its
@@ -206,7 +209,7 @@ def decide_with_recheck(first: Rounds, again: Rounds, names: Sequence[str], thre
     benchmark, on the final p-values."""
     names = set(names)
     more = {side: [{n: v for n, v in r.items() if n in names} for r in again[side]] for side in (BASE, HEAD)}
-    comps = decide(first[BASE] + more[BASE], first[HEAD] + more[HEAD], threshold, alpha, confidence)
+    comps = decide(first[BASE] + more[BASE], first[HEAD] + more[HEAD], threshold, alpha, confidence, thresholds=thresholds)
     rounds = len(again[BASE])
     return [c.with_note(f"measured again: {rounds} more rounds") if c.name in names else c for c in comps]
 
@@ -232,6 +235,7 @@ class Design:
     confidence: float = 0.95
     seed: int = 0
     metric: Metric = Metric.TIME
+    thresholds: Mapping[str, float] = field(default_factory=dict)   # benchmarks with a threshold of their own
 
 
 @dataclass
@@ -255,7 +259,7 @@ def compare(sides: Mapping[str, Side], design: Design, json_dir: Path, log: Call
     measured = measure_rounds(orders, sides, "round", json_dir=json_dir, halves=halves, statistic=design.statistic,
                               log=log)
     comps = decide(measured[BASE], measured[HEAD], design.threshold, design.alpha, design.confidence,
-                   metric=design.metric)
+                   metric=design.metric, thresholds=design.thresholds)
     # Counts repeat: measuring them again decides nothing new.
     names = to_recheck(comps) if design.recheck_rounds and not design.metric.counted else []
     outcome = Outcome(comps, measured, orders, mode)
@@ -265,7 +269,7 @@ def compare(sides: Mapping[str, Side], design: Design, json_dir: Path, log: Call
         again = measure_rounds(round_orders(design.recheck_rounds, design.seed + 1), again_sides, "recheck",
                                json_dir=json_dir, halves=halves, statistic=design.statistic, log=log)
         outcome.comparisons = decide_with_recheck(measured, again, names, design.threshold, design.alpha,
-                                                  design.confidence)
+                                                  design.confidence, design.thresholds)
         outcome.rechecked, outcome.again = names, again
     return outcome
 

@@ -8,39 +8,108 @@ baseline itself, the thresholds per benchmark and the run-to-run drift floor of 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import drift, gate, machine
+from .cases import PROBES
 from .errors import BaselineError, ResultsError
 from .metric import Metric
-from .results import Run, load_run, readable_runs
+from .results import Result, Run, load_run, readable_runs
 from .statistic import DEFAULT as STATISTIC
+from .statistic import median
+
+# A probe's change against the baseline from which the report says what it means for the other benchmarks.
+PROBE_NOTE = 0.05
 
 
-def choose(spec: str | bool, files: Sequence[Path], storage: str) -> tuple[Run | None, list[str]]:
-    """The baseline ``--benchmark-compare[=spec]`` stands for, among ``files`` (what the storage
-    matched for it, oldest first), and warnings.
+@dataclass(frozen=True)
+class Choice:
+    """What ``--benchmark-compare`` stands for: one run, or saved runs of the same code (newest first)."""
 
-    Bare (``spec`` True): the newest saved run that loads; each newer one that does not is named
-    in a warning; none at all is no baseline (None: nothing to gate yet). Named: every file it
-    matches must load, the newest is the baseline; nothing matching is an error.
+    runs: tuple[Run, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def newest(self) -> Run | None:
+        return self.runs[0] if self.runs else None
+
+
+def same_code(a: Run, b: Run) -> bool:
+    """Saved from the same clean commit, or from the same sources (the digest a run records of kernels/ and perf/)."""
+    if a.commit_id and a.commit_id == b.commit_id and not a.dirty and not b.dirty:
+        return True
+    digest = a.header.get("sources")
+    return bool(digest) and digest == b.header.get("sources")
+
+
+def choose(spec: str | bool, files: Sequence[Path], storage: str, *, fingerprint: Mapping, metric: Metric,
+           allow_foreign: bool = False, history: int = 1, across_commits: bool = False,
+           ignore: tuple[str, ...] = ()) -> Choice:
+    """The baseline ``--benchmark-compare[=spec]`` stands for, among ``files`` (what the storage matched for
+    it, oldest first), and warnings.
+
+    Named (``spec`` a number, name or path): every file it matches must load, the newest is the baseline;
+    nothing matching is an error. Bare (``spec`` True): the newest saved run of this metric and machine
+    fingerprint (any fingerprint with ``allow_foreign``), with up to ``history`` - 1 older runs of the same
+    code (``same_code``), or of any code with ``across_commits``: one run catches the machine in one
+    state. Newer runs passed over (unreadable, another metric, another machine) are named in warnings;
+    none left is no baseline (nothing to gate yet).
     """
-    if spec is True:
-        skipped: list[str] = []
-        newest = next(readable_runs(reversed(files), skipped), None)
-        return newest, [f"skipped an unreadable saved run: {why}" for why in skipped]
-    if not files:
-        raise BaselineError(f"--benchmark-compare={spec}: no saved run matches it in {storage}")
-    try:
-        runs = [load_run(path) for path in files]
-    except ResultsError as exc:
-        raise BaselineError(f"--benchmark-compare={spec}: {exc}") from None
-    return runs[-1], []
+    if spec is not True:
+        if not files:
+            raise BaselineError(f"--benchmark-compare={spec}: no saved run matches it in {storage}")
+        try:
+            runs = [load_run(path) for path in files]
+        except ResultsError as exc:
+            raise BaselineError(f"--benchmark-compare={spec}: {exc}") from None
+        return Choice((runs[-1],))
+    skipped: list[str] = []
+    readable = list(readable_runs(reversed(files), skipped))  # newest first
+    warnings = [f"skipped an unreadable saved run: {why}" for why in skipped]
+    passed_over: list[str] = []
+    mine: list[Run] = []
+    for run in readable:
+        if run.metric is not metric:
+            why = f"{Path(run.source).name} ({run.metric.value})"
+        elif not allow_foreign and (run.fingerprint is None or machine.differences(run.fingerprint, fingerprint, ignore)):
+            why = f"{Path(run.source).name} (another machine fingerprint)"
+        else:
+            mine.append(run)
+            continue
+        if not mine:  # only the runs newer than the baseline are worth a word
+            passed_over.append(why)
+    if passed_over:
+        warnings.append(f"passed over {len(passed_over)} newer saved run(s) not comparable with this one: "
+                        f"{', '.join(passed_over[:3])}{' ...' if len(passed_over) > 3 else ''}")
+    if not mine:
+        return Choice((), tuple(warnings))
+    runs = mine if across_commits else [r for r in mine if same_code(r, mine[0])]
+    return Choice(tuple(runs[:max(1, history)]), tuple(warnings))
 
 
-def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_foreign: bool) -> str:
+def pooled(runs: Sequence[Run]) -> Run:
+    """One run whose benchmarks hold the processes and samples of every run in ``runs`` (newest first):
+    the baseline of a history. A single run is itself."""
+    if len(runs) == 1:
+        return runs[0]
+    newest = runs[0]
+    merged: dict[str, Result] = {}
+    for run in reversed(runs):  # oldest first, so each benchmark's processes keep the runs' order
+        for name, r in run.results.items():
+            before = merged.get(name)
+            if before is None:
+                merged[name] = r
+                continue
+            samples = before.samples + r.samples
+            merged[name] = dataclasses.replace(r, samples=samples, processes=before.processes + r.processes,
+                                               median=median(samples) if samples else r.median)
+    return dataclasses.replace(newest, results=merged)
+
+
+def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_foreign: bool, ignore: tuple[str, ...] = ()) -> str:
     """'' when ``run`` may be compared with this run; a warning when it is foreign but allowed;
     BaselineError when it is foreign (or of another metric, which is never allowed)."""
     if run.metric is not metric:
@@ -49,7 +118,7 @@ def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_forei
     if run.fingerprint is None:
         what = "has no machine fingerprint"
     else:
-        changes = machine.differences(run.fingerprint, fingerprint)
+        changes = machine.differences(run.fingerprint, fingerprint, ignore)
         if not changes:
             return ""
         what = f"was recorded on a different machine ({'; '.join(changes)})"
@@ -61,9 +130,9 @@ def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_forei
 
 @dataclass
 class SavedGate:
-    """Verdicts of this run's benchmarks against one saved run."""
+    """Verdicts of this run's benchmarks against a saved baseline: one run, or saved runs of the same code pooled."""
 
-    baseline: Run
+    baseline: Run                          # the run, or the runs pooled (``pooled``): its source is the newest one's
     threshold: float                       # the default threshold (a fraction)
     alpha: float
     thresholds: dict[str, float] = field(default_factory=dict)   # per benchmark name (ini, markers)
@@ -72,6 +141,14 @@ class SavedGate:
     history_runs: int = 0
     threshold_source: str = ""             # set when --benchmark-compare-fail gave the threshold
     processes: int = 1                     # this run's processes per benchmark (--perf-processes)
+    runs: tuple[Run, ...] = ()             # the saved runs pooled into ``baseline``, newest first (() = one run)
+    confirmation: str = ""                 # how a suspected regression is confirmed (the session says)
+    machine_state: tuple[str, ...] = ()    # this run's roofline probes against the baseline's
+
+    @property
+    def commit(self) -> str:
+        """The commit the baseline was measured at, where it names one ('' for a dirty or unversioned one)."""
+        return "" if self.baseline.dirty else self.baseline.commit_id
 
     def select(self, names: Sequence[str]) -> None:
         """The benchmarks this run measures (after -k/-m): the m of the correction."""
@@ -124,6 +201,25 @@ class SavedGate:
         result = gate.compare_processes(name, base.per_process(STATISTIC), per_process, threshold)
         return result.with_note(gate.join_notes(note, drift_note))
 
+    def probe_changes(self, measured: Mapping[str, object]) -> list[str]:
+        """This run's roofline probes against the baseline's, as the machine's state: reported, never used to
+        adjust a verdict. ``measured``: {name: perf.measured.Measured} of this run."""
+        lines = []
+        for name, m in measured.items():
+            base = self.baseline.results.get(name)
+            stage = base.stage if base is not None else ""
+            if stage not in PROBES or not base.processes:
+                continue
+            before, now = min(base.per_process(STATISTIC)), min(m.values(STATISTIC))
+            change = before / now - 1  # of the rate: a probe's time per call falls as its rate rises
+            what = "copy bandwidth" if stage == "peak_copy" else "peak matmul rate"
+            bound = "memory-bound" if stage == "peak_copy" else "compute-bound"
+            line = f"{what} of {base.backend} {change:+.0%} against the baseline"
+            if abs(change) >= PROBE_NOTE:
+                line += f": {bound} results may read {'slow' if change < 0 else 'fast'}"
+            lines.append(line)
+        return lines
+
     def unmatched(self, measured: Mapping[str, Sequence[float]], collected: Sequence[str]) -> list[gate.Comparison]:
         """NEW rows (measured now, not in the baseline) and MISSING rows (in the baseline, not collected now)."""
         rows = [gate.new_benchmark(n, samples, self.thresholds.get(n, self.threshold))
@@ -152,16 +248,23 @@ class SavedGate:
             whose = "this run's" if self.processes == 1 else "the baseline's"
             evidence = (f"rounds of one process ({whose}): one process cannot tell code from placement "
                         "(measure in several: --perf-processes)")
+        source = self.baseline.source
+        if len(self.runs) > 1:
+            source += f" and {len(self.runs) - 1} older saved run(s) of the same code, their processes pooled"
         return {
             "mode": "saved baseline",
             "evidence": evidence,
+            **({"confirmation": self.confirmation} if self.confirmation else {}),
+            **({"machine state": "; ".join(self.machine_state)} if self.machine_state else {}),
             "metric": self.baseline.metric.value,
-            "baseline": self.baseline.source,
+            "baseline": source,
             "run-to-run drift": drift,
             "alpha": self.alpha,
-            "control": (f"Bonferroni over {self.compared} compared benchmarks (alpha/m per benchmark)"
+            "control": ("the count rule: a change past the threshold and past the counts' spread (no significance test)"
+                        if self.baseline.metric.counted else
+                        f"Bonferroni over {self.compared} compared benchmarks (alpha/m per benchmark)"
                         if self.processes == 1 or base_processes == 1 else
-                        "the runner-up rule and a confirmation in more processes (no significance test: see gate.md)"),
+                        "the runner-up rule, then a confirmation (no significance test on processes: see gate.md)"),
             "threshold": self.threshold_source or f"{gate.percent(self.threshold)} (ini perf_thresholds and "
                                                   "perf_threshold markers override; never below the run-to-run drift)",
             "threads": dict(threads),

@@ -1,17 +1,15 @@
 """Counting instead of timing: instructions, branches, cache misses and a cycle estimate per call,
 measured under valgrind's callgrind, the CPU metric that does not move with the machine's load.
 
-Three parts, used by a parent process and by the child it runs under valgrind:
-
-- the launcher (parent): ``valgrind_problem`` says whether valgrind is here, ``command`` and
-  ``environment`` make the child's command line and environment (the options that make counts
-  repeatable are in ``Launch``; why each is there: docs/results/counts.md);
-- in-process control (child): ``count`` warms a call up, then counts ``calls`` calls with
-  collection switched on around the calls only, and dumps them under a name; ``under_callgrind``
-  says whether this process can count. Callgrind's client requests come from a tiny C shim
-  (perf/_valgrind_shim.c) compiled at first use with the system compiler and cached outside
-  the repository, so a numpy-only child never imports torch;
-- the reader: ``parse_dump``/``read_dumps`` turn callgrind's output files into ``Counters``.
+- the launcher: ``valgrind_problem`` says whether valgrind is here; ``command`` wraps a command
+  line in callgrind with the options that make counts repeatable (why each is there:
+  docs/results/counts.md);
+- the client requests, in the process that counts: a tiny C shim (perf/_valgrind_shim.c) built
+  with the system compiler by the process that starts valgrind (``build_shim``) and loaded by the
+  one that counts (``client``), so a numpy-only process never imports torch;
+- ``count`` warms a call up, then counts ``calls`` calls with collection switched on around the
+  calls only, and dumps them under a name; ``parse_dump`` reads callgrind's output files into
+  ``Counters``.
 
 Every failure is a ``CallgrindError`` with a one-line message.
 """
@@ -24,21 +22,19 @@ import gc
 import hashlib
 import os
 import platform
-import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import machine
 from .errors import CallgrindError
 
-ENV_DIR = "RELU_STEP_PERF_CALLGRIND_DIR"  # set by the launcher: where the child's dumps go
+ENV_DIR = "RELU_STEP_PERF_CALLGRIND_DIR"  # set by the launcher: where the counting process's dumps go
+SHIM_ENV = "RELU_STEP_PERF_VALGRIND_SHIM"  # set by the launcher: the built client-request shim to load
 OUT_PREFIX = "callgrind.out."             # dump files: OUT_PREFIX + PID [+ "." + N]
 INSTALL_HINT = "install it with `apt-get install valgrind` on Debian/Ubuntu (`dnf install valgrind` on Fedora)"
-EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw", "Bc", "Bcm", "Bi", "Bim")
 MAX_NAME = 1000      # characters of a dump's name kept (callgrind writes it into one header line)
 DEFAULT_CALLS = 10
 DEFAULT_WARMUP = 10        # uninstrumented calls first (Python specialises bytecode after a few calls)
@@ -236,12 +232,8 @@ _TAIL_BYTES = 4096
 
 
 def _read_ends(name: str) -> tuple[list[str], list[str]]:
-    """The header lines (up to the first cost line) and the last few KiB of a callgrind file.
-
-    Reads in bounded pieces, never the whole body: the process that counts reads its dumps
-    between benchmarks, and allocations sized by a dump's content would shift the heap
-    layout, and with it the counts, of the benchmarks after it.
-    """
+    """The header lines (up to the first cost line) and the last few KiB of a callgrind file: all that
+    is read of it (the body, one cost line per function, can be megabytes)."""
     head: list[bytes] = []
     with open(name, "rb") as fh:
         for _ in range(_HEADER_LINES):
@@ -257,27 +249,6 @@ def _read_ends(name: str) -> tuple[list[str], list[str]]:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").rstrip("\r\n")
-
-
-_DUMP_FILE = re.compile(re.escape(OUT_PREFIX) + r"(\d+)(?:\.(\d+))?")
-
-
-def dump_files(directory: str | os.PathLike, pid: int | None = None) -> list[Path]:
-    """Callgrind's output files in ``directory`` (of process ``pid`` only, if given), in dump order.
-
-    The last dump of a process, at its end, has no number and sorts last.
-    """
-    found = []
-    for entry in Path(directory).iterdir():
-        m = _DUMP_FILE.fullmatch(entry.name)
-        if m and (pid is None or int(m.group(1)) == pid):
-            found.append((int(m.group(1)), int(m.group(2)) if m.group(2) else 1 << 62, entry))
-    return [entry for *_, entry in sorted(found)]
-
-
-def read_dumps(directory: str | os.PathLike, pid: int | None = None) -> list[Dump]:
-    """Every dump in ``directory`` (see ``dump_files``), parsed."""
-    return [parse_dump(p) for p in dump_files(directory, pid)]
 
 
 # --------------------------------------------------------------------------- the launcher
@@ -297,94 +268,28 @@ def valgrind_problem() -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Launch:
-    """How the child runs under callgrind. The defaults are what docs/results/counts.md found repeatable.
-
-    The caches are fixed (valgrind otherwise copies the host's, so counts would follow the
-    machine): 32 KiB 8-way L1s and an 8 MiB 16-way LL, 64-byte lines, as pythonspeed.com's
-    "consistent benchmarking in CI" and CPython's benchmark tooling use. ``no_aslr`` runs valgrind
-    under ``setarch -R``; ``hash_seed`` fixes PYTHONHASHSEED (None: leave it random);
-    ``clean_env`` passes the child only the variables ``environment`` keeps; ``cwd`` is the
-    child's working directory (torch's import keeps ``os.getcwd()``, so the caller's directory
-    moved counts by up to 2%), None to inherit the caller's.
-    """
-
-    cache_sim: bool = True
-    branch_sim: bool = True
-    no_aslr: bool = True
-    hash_seed: str | None = "0"
-    clean_env: bool = True
-    cwd: str | None = "/"     # the child's working directory: fixed, whatever the caller's
-    i1: str = "32768,8,64"
-    d1: str = "32768,8,64"
-    ll: str = "8388608,16,64"
-    extra: tuple[str, ...] = ()   # more valgrind options, verbatim
+# The simulated caches are fixed (valgrind otherwise copies the host's, so counts would follow the
+# machine): 32 KiB 8-way L1s and an 8 MiB 16-way LL, 64-byte lines, as pythonspeed.com's "consistent
+# benchmarking in CI" and CPython's benchmark tooling use.
+CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=8388608,16,64")
 
 
-def command(argv: Sequence[str], out_dir: str | os.PathLike, launch: Launch = Launch()) -> list[str]:
+def command(argv: Sequence[str], out_dir: str | os.PathLike) -> list[str]:
     """The command line that runs ``argv`` under callgrind with nothing counted until ``count`` asks.
 
     Instrumentation and collection start off (``--instr-atstart=no``: start-up runs at valgrind's
-    light speed, ~4x faster for ``import torch``); the child switches them on around its calls.
+    light speed); the counting process switches them on around its calls. Address-space layout
+    randomisation is off (``setarch -R``) where setarch is installed: a layout that moves from run
+    to run moves the counts (docs/results/counts.md).
     """
     exe = shutil.which("valgrind") or "valgrind"
-    yes = {True: "yes", False: "no"}
-    line = [
-        exe, "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
-        f"--cache-sim={yes[launch.cache_sim]}", f"--branch-sim={yes[launch.branch_sim]}",
-        f"--callgrind-out-file={Path(out_dir, OUT_PREFIX)}%p",
-        "--dump-line=no",  # totals are all we read: smaller dumps, written faster
-    ]
-    if launch.cache_sim:
-        line += [f"--I1={launch.i1}", f"--D1={launch.d1}", f"--LL={launch.ll}"]
-    line += [*launch.extra, *argv]
-    if launch.no_aslr and shutil.which("setarch"):
+    line = [exe, "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no", "--cache-sim=yes", "--branch-sim=yes",
+            f"--callgrind-out-file={Path(out_dir, OUT_PREFIX)}%p",
+            "--dump-line=no",  # totals are all we read: smaller dumps, written faster
+            *CACHES, *argv]
+    if shutil.which("setarch"):
         line = ["setarch", platform.machine(), "-R", *line]
     return line
-
-
-# What a clean environment keeps of the caller's: what finds the interpreter, its packages and a
-# compiler. Everything else (CI run ids, branch names, terminal and session variables) changes
-# from run to run, and the environment's size moves the child's memory layout and its counts.
-KEEP_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
-            "XDG_CACHE_HOME", "CC")
-
-
-def environment(out_dir: str | os.PathLike, base: Mapping[str, str] | None = None, launch: Launch = Launch(),
-                keep: Iterable[str] = ()) -> dict[str, str]:
-    """The child's environment: the dump directory, one thread per pool (spinning worker threads
-    would be counted), the fixed hash seed, and of ``base`` (default os.environ) only the
-    variables in KEEP_ENV and ``keep`` when ``launch.clean_env`` (else all of it)."""
-    base = os.environ if base is None else base
-    names = set(KEEP_ENV) | set(keep)
-    env = {k: v for k, v in base.items() if k in names} if launch.clean_env else dict(base)
-    env.update(machine.thread_env(1))
-    env[ENV_DIR] = os.fspath(out_dir)
-    if launch.hash_seed is not None:
-        env["PYTHONHASHSEED"] = launch.hash_seed
-    else:
-        env.pop("PYTHONHASHSEED", None)
-    return env
-
-
-@dataclass(frozen=True)
-class Child:
-    """How to start the child: ``subprocess.run(c.argv, env=c.env, cwd=c.cwd)``."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str | None
-
-
-def child(argv: Sequence[str], out_dir: str | os.PathLike, launch: Launch = Launch(),
-          base: Mapping[str, str] | None = None, keep: Iterable[str] = ()) -> Child:
-    """``command``, ``environment`` and the working directory of a child that counts, together.
-
-    ``argv`` must not depend on the caller's working directory (absolute paths), since the child
-    runs in ``launch.cwd``.
-    """
-    return Child(command(argv, out_dir, launch), environment(out_dir, base, launch, keep), launch.cwd)
 
 
 # --------------------------------------------------------------------------- client requests (in the child)
@@ -397,30 +302,48 @@ def _cache_dir() -> Path:
     return Path(root, "relu-step-perf")
 
 
-def build_shim(cache_dir: str | os.PathLike | None = None) -> Path:
+def build_shim(cache_dir: str | os.PathLike | None = None, fallback: str | os.PathLike | None = None) -> Path:
     """The compiled client-request shim, built with the system C compiler on first use.
 
-    Cached as ``valgrind-shim-HASH.so`` (HASH of the source), outside the repository; written to
-    a temporary name and renamed, so that concurrent builders never load a half-written file.
+    Cached as ``valgrind-shim-HASH.so`` (HASH of the source) in ``cache_dir`` (default
+    ``$XDG_CACHE_HOME/relu-step-perf``, else ``~/.cache/relu-step-perf``), outside the repository;
+    where that folder cannot be written, built in ``fallback`` (a run's own temporary folder) when
+    one is given. Written to a temporary name and renamed, so that concurrent builders never load a
+    half-written file.
     """
     try:
         source = SHIM_SOURCE.read_bytes()
     except OSError as exc:
         raise CallgrindError(f"cannot read {SHIM_SOURCE}: {exc.strerror or exc}") from None
     directory = Path(cache_dir) if cache_dir is not None else _cache_dir()
-    target = directory / f"valgrind-shim-{hashlib.sha256(source).hexdigest()[:16]}.so"
-    if target.exists():
-        return target
+    name = f"valgrind-shim-{hashlib.sha256(source).hexdigest()[:16]}.so"
+    if (directory / name).exists():
+        return directory / name
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise CallgrindError("counting needs a C compiler to build its valgrind client-request shim: "
                              "install one (`apt-get install gcc`) or set CC")
     try:
+        return _compile(compiler, directory, name)
+    except _UnwritableError as exc:
+        if fallback is None:
+            raise CallgrindError(f"cannot write the valgrind shim under {directory}: {exc}; set XDG_CACHE_HOME to a "
+                                 "writable folder") from None
+        return _compile(compiler, Path(fallback), name)
+
+
+class _UnwritableError(Exception):
+    """The folder a shim was to be built in cannot be written (the message says why)."""
+
+
+def _compile(compiler: str, directory: Path, name: str) -> Path:
+    target = directory / name
+    try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=directory)
         os.close(fd)
     except OSError as exc:
-        raise CallgrindError(f"cannot write the valgrind shim under {directory}: {exc.strerror or exc}") from None
+        raise _UnwritableError(exc.strerror or str(exc)) from None
     try:
         out = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", partial, str(SHIM_SOURCE)],
                              capture_output=True, text=True, timeout=120)
@@ -491,10 +414,10 @@ _client: Client | None = None
 
 
 def client() -> Client:
-    """This process's client (the shim built and loaded on first call)."""
+    """This process's client: the shim its launcher built (``SHIM_ENV``), else one built now, loaded on first call."""
     global _client
     if _client is None:
-        _client = Client(build_shim())
+        _client = Client(os.environ.get(SHIM_ENV) or build_shim())
     return _client
 
 
@@ -580,8 +503,6 @@ def count(target: Callable, args: tuple = (), *, name: str, calls: int = DEFAULT
     directory = _out_dir()
     gc_was_enabled = gc.isenabled()
     gc.collect()  # before the warm-up: a full collection walks the whole heap, evicting the caches
-    if os.environ.get("PERF_CALLGRIND_TRIM"):
-        _malloc_trim()
     gc.disable()
     try:
         if not c.primed:
@@ -601,13 +522,6 @@ def count(target: Callable, args: tuple = (), *, name: str, calls: int = DEFAULT
             gc.enable()
     overhead, total = (d.totals for d in _read_own_dumps(directory, c.dumps - 1, [f"{name} [overhead]", name]))
     return Count(clean_name(name), calls, total, overhead, 1 if setup is None else calls)
-
-
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _calls(target: Callable, args: tuple, setup: Callable[[], tuple[tuple, dict]] | None, n: int) -> None:
@@ -653,6 +567,13 @@ def _nothing(*args: object, **kwargs: object) -> None:
     return None
 
 
+def prime() -> None:
+    """Prime this process for counting (``_prime``), once: a zygote does it before its first fork."""
+    c = client()
+    if not c.primed:
+        _prime(c)
+
+
 def _prime(c: Client) -> None:
     """Run the counted region's code many times, collecting nothing, before a process's first count.
 
@@ -667,227 +588,3 @@ def _prime(c: Client) -> None:
     for _ in range(PRIME_REGIONS):
         _region(c, _nothing, (), {}, 1)
     c.primed = True
-
-
-def iter_counts(dumps: Iterable[Dump]) -> dict[str, Counters]:
-    """Totals per dump name (client-request dumps only), summed where a name repeats."""
-    out: dict[str, Counters] = {}
-    for d in dumps:
-        if d.name is not None:
-            out[d.name] = out.get(d.name, Counters()) + d.totals
-    return out
-
-
-# --------------------------------------------------------------------------- the zygote server
-#
-# Counts depend on the memory layout of the process that counts, and that layout on everything
-# the process did before: the same benchmark counted after a different selection of others, or
-# from another working directory, came out up to 2% apart (torch at seed). A zygote fixes it:
-# one process under callgrind imports the libraries, then forks a child per request; the child
-# reads its request (what to count), counts, replies and exits. Every child starts from the same
-# state, whatever was asked before or will be asked after (docs/results/counts.md).
-
-SERVE_EOF = 3             # a child's exit status when there are no more requests
-MAX_REQUEST = 1 << 20     # bytes of one request line
-
-
-def load_handler(spec: str) -> Callable[[dict], dict]:
-    """The function ``spec`` names: ``package.module:function`` or ``/path/to/file.py:function``."""
-    where, sep, name = spec.rpartition(":")
-    if not sep or not where or not name:
-        raise CallgrindError(f"handler {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
-    try:
-        if where.endswith(".py"):
-            import importlib.util
-
-            module_spec = importlib.util.spec_from_file_location("perf_callgrind_handler", where)
-            if module_spec is None or module_spec.loader is None:
-                raise ImportError(f"cannot load {where}")
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            import importlib
-
-            module = importlib.import_module(where)
-        return getattr(module, name)
-    except (ImportError, AttributeError, OSError, SyntaxError) as exc:
-        raise CallgrindError(f"handler {spec!r} cannot be loaded: {exc}") from None
-
-
-def _read_line(fd: int) -> bytes:
-    data = b""
-    while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def serve(handler: Callable[[dict], dict], requests: int = 0, replies: int = 1) -> None:
-    """The zygote's loop: fork; the child answers one JSON request line with one JSON reply line.
-
-    Replies are ``{"ok": handler(request)}`` or ``{"error": "one line"}``. Requests come on
-    ``requests`` (stdin), one at a time (the client waits for each reply); replies go to
-    ``replies``, which is moved off stdout first so that nothing the handler prints can mix
-    with them. Returns when the requests end.
-    """
-    import json
-
-    if replies == 1:
-        replies = os.dup(1)
-        os.dup2(2, 1)  # print() now goes to stderr
-    if under_callgrind():
-        c = client()
-        if not c.primed:
-            _prime(c)  # once, here: every child inherits the specialised bytecode
-    gc.collect()
-    gc.freeze()  # what the zygote holds is never traversed again by a child's collections
-    while True:
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                line = _read_line(requests)
-                if not line.strip():
-                    status = SERVE_EOF
-                else:
-                    try:
-                        reply = {"ok": handler(json.loads(line))}
-                    except CallgrindError as exc:
-                        reply = {"error": str(exc)}
-                    except Exception as exc:  # noqa: BLE001 - any failure is a reply, never a dead server
-                        reply = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
-                    os.write(replies, (json.dumps(reply) + "\n").encode())
-                    status = 0
-            finally:
-                os._exit(status)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code == SERVE_EOF:
-            return
-        if code != 0:
-            why = f"signal {-code}" if code < 0 else f"exit status {code}"
-            os.write(replies, (json.dumps({"error": f"the counting child died ({why}) before it replied"}) + "\n").encode())
-
-
-OUT_DIR_NAME = "/dev/fd/3"  # the zygote's name for its dump folder
-
-
-def path_name(index: int) -> str:
-    """The zygote's name for the ``index``-th folder of a Server's ``pythonpath``."""
-    return f"/dev/fd/{4 + index}"
-
-
-class Server:
-    """The caller's side of the zygote: runs it under callgrind and sends it requests.
-
-        with Server("mypkg.counting:handle", out_dir, pythonpath=[repo]) as server:
-            reply = server.request({"stage": "relu", ...})
-
-    valgrind's own messages go to ``out_dir/valgrind.log``; a zygote that dies is a
-    CallgrindError quoting the end of that log.
-    """
-
-    def __init__(self, handler: str, out_dir: str | os.PathLike, *, launch: Launch = Launch(),
-                 preload: Sequence[str] = (), pythonpath: Sequence[str | os.PathLike] = (),
-                 base: Mapping[str, str] | None = None, keep: Iterable[str] = (), python: str | None = None) -> None:
-        import sys
-
-        self.log = Path(out_dir, "valgrind.log")
-        argv = [python or sys.executable, "-m", "perf.callgrind", "serve", handler]
-        if preload:
-            argv += ["--preload", ",".join(preload)]
-        # The zygote sees no path that changes from run to run or from checkout to checkout: a shell
-        # opens the dump folder (a fresh temporary name each run) and the pythonpath folders on
-        # fixed descriptors, and the zygote names them through those (/dev/fd/3, /dev/fd/4, ...).
-        # With the folder's name in its environment, torch's allocating stages counted up to 1.3%
-        # apart from one run to the next (docs/results/counts.md).
-        folders = [os.fspath(out_dir), *map(os.fspath, pythonpath)]
-        named = [OUT_DIR_NAME, *(path_name(i) for i in range(len(pythonpath)))]
-        opens = " ".join(f'{3 + i}<"${i + 1}"' for i in range(len(folders)))
-        shell = ["sh", "-c", f'exec {opens} && shift {len(folders)} && exec "$@"', "sh", *folders]
-        env = environment(named[0], base, launch, keep)
-        if pythonpath:
-            env["PYTHONPATH"] = os.pathsep.join([*named[1:], *filter(None, [env.get("PYTHONPATH")])])
-        try:
-            with open(self.log, "wb") as log:
-                self._proc = subprocess.Popen([*shell, *command(argv, out_dir, launch)], env=env, cwd=launch.cwd,
-                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
-        except OSError as exc:
-            raise CallgrindError(f"cannot start valgrind: {exc.strerror or exc}; {INSTALL_HINT}") from None
-
-    def request(self, payload: dict) -> dict:
-        """Send one request, wait for its reply; the handler's result, or a CallgrindError."""
-        import json
-
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        try:
-            self._proc.stdin.write((json.dumps(payload) + "\n").encode())
-            self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
-        except (BrokenPipeError, OSError):
-            line = b""
-        if not line:
-            self._proc.wait()
-            raise CallgrindError(f"the counting process under valgrind ended (exit {self._proc.returncode}): "
-                                 f"{self._log_tail()}")
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            raise CallgrindError(f"the counting process replied something that is not JSON: {line[:200]!r}") from None
-        if "error" in reply:
-            raise CallgrindError(str(reply["error"]))
-        return reply["ok"]
-
-    def _log_tail(self) -> str:
-        try:
-            lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return "no log"
-        interesting = [ln for ln in lines if not ln.startswith("==")] or lines
-        return " | ".join(interesting[-3:])[:500] or "no message"
-
-    def close(self) -> int:
-        """End the requests; wait for the zygote; its exit status."""
-        if self._proc.stdin and not self._proc.stdin.closed:
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
-        return self._proc.wait()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def main(argv: Sequence[str]) -> int:
-    """``python -m perf.callgrind serve HANDLER [--preload MOD,...]``: the zygote, under callgrind."""
-    import sys
-
-    if len(argv) < 2 or argv[0] != "serve":
-        print("usage: python -m perf.callgrind serve MODULE:FUNCTION [--preload MOD,MOD]", file=sys.stderr)
-        return 2
-    try:
-        handler = load_handler(argv[1])
-        if len(argv) >= 4 and argv[2] == "--preload":
-            import importlib
-
-            for name in filter(None, argv[3].split(",")):
-                importlib.import_module(name)  # before the first fork: imported once, by the zygote
-        serve(handler)
-    except CallgrindError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    from perf import callgrind as _canonical  # the importable module, not this __main__ copy
-
-    sys.exit(_canonical.main(sys.argv[1:]))

@@ -1,17 +1,26 @@
-"""Counting instead of timing: which cases are counted, how many calls, and the zygotes that count them.
+"""Counting instead of timing: which cases are counted, how, and the zygotes under callgrind that count them.
 
-One zygote per backend runs under callgrind with the project imported (a numpy-only one never
-imports torch); it forks a fresh child for every count (``count_request``), so what was counted
-before, the selection and its order leave nothing behind that a count sees. The parent's ``-p``
-plugin modules are imported by the zygote too (a test-only plugin that changes a kernel at import
-changes it there). Why each precaution is there: docs/results/counts.md.
+One zygote per backend (a numpy-only one never imports torch) runs under callgrind: a ``pytest perf``
+session of that backend's selected benchmarks, configured as the parent's run is (its plugins,
+conftest files, ini options and environment), that forks a fresh child for every count
+(``perf.zygote``). So what was counted before, the selection and its order leave nothing behind
+that a count sees, and what the configuration changes in the code is counted.
+
+What the zygote sees is kept from moving between runs and checkouts (docs/results/counts.md): the
+project is copied into a folder of the run and byte-compiled there, and the zygote names that copy,
+its dump folder, the compiled shim and its bytecode through fixed descriptors (``/dev/fd/N``), works
+in ``/``, runs with a fixed hash seed and without address-space randomisation, and gets the
+parent's environment without the variables that only name the session or the CI run (``SESSION``),
+padded to a fixed size. Valgrind's CPU has no AVX-512: each zygote reports the code path it
+counted (``machine.code_path``), and the run records it.
 """
 
 from __future__ import annotations
 
 import compileall
-import dataclasses
 import os
+import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import kernels
-from kernels.problem import Problem
 
-from . import callgrind, machine, measured
+from . import callgrind, command, machine, measured, zygote
 from .cases import PROBES, Case, bind
 from .measured import Measured, ProcessResult
 from .metric import Metric
@@ -33,7 +41,19 @@ COUNT_CALLS = 10
 COUNT_CALLS_HEAVY = 3
 HEAVY_FLOPS = 1e6
 COUNT_FLOPS_LIMIT = 2e8
-HANDLER = "perf.counting:count_request"
+
+# The zygote's fixed names: its dump folder, the project's copy, the compiled shim.
+DUMPS_FD, PROJECT_FD, SHIM_FD = 3, 4, 5
+PROJECT = f"/dev/fd/{PROJECT_FD}"
+# Variables that only name the session, the terminal or the CI run: they change from run to run and
+# pick no code path, while their contents move the counting process's memory, and its counts.
+SESSION = re.compile(r"^(PWD|OLDPWD|SHLVL|_|TERM|TERM_.*|COLORTERM|COLUMNS|LINES|SSH_.*|TMUX.*|STY|WINDOW|DISPLAY|"
+                     r"XDG_SESSION_.*|XDG_RUNTIME_DIR|DBUS_.*|INVOCATION_ID|JOURNAL_STREAM|LS_COLORS|"
+                     r"GITHUB_.*|RUNNER_.*|ACTIONS_.*|CI|PERF_AB_.*|PERF_CHILD_.*|PYTEST_.*)$")
+ENV_PAD_TO = 1 << 14  # bytes: the zygote's environment is padded to a multiple of this
+# Not copied with the project: version control, environments, caches, saved runs, documents.
+NOT_STAGED = (".git", ".venv", "venv", ".tox", ".nox", "__pycache__", "*.pyc", ".benchmarks", ".pytest_cache",
+              ".ruff_cache", "node_modules", "build", "dist", "*.egg-info", "docs")
 
 
 def cannot_count(case: Case, b: kernels.Backend) -> str:
@@ -56,22 +76,29 @@ def count_plan(case: Case) -> tuple[int, int]:
     return COUNT_CALLS, callgrind.DEFAULT_WARMUP
 
 
-def request_for(case: Case, name: str, threads: int) -> dict:
-    """The request ``count_request`` answers for ``case``."""
-    return {"stage": case.stage, "backend": case.backend, "problem": dataclasses.asdict(case.problem), "name": name,
-            "threads": threads}
+# --------------------------------------------------------------------------- in the zygote
 
 
-def count_request(request: dict) -> dict:
-    """The zygote's handler (``perf.callgrind.serve``): in a child forked for this one benchmark, bind the
-    case afresh and count its calls; what callgrind saw per call."""
-    machine.pin_threads(request["threads"], import_torch=False)  # a numpy zygote never imports torch
-    case = Case(request["stage"], request["backend"], Problem(**request["problem"]))
-    bound = bind(case)
-    calls, warmup = count_plan(case)
-    counted = callgrind.count(bound.target, bound.args, setup=bound.setup, name=request["name"], calls=calls,
-                              warmup=warmup)
-    return counted.per_call.summary()
+def serve(cases: Mapping[str, Case]) -> None:
+    """Serve counts of ``cases`` ({name: Case}) from this zygote: ``{"name": N}`` is answered with what
+    callgrind saw per call, ``{"what": "code path"}`` with the code path this process runs."""
+    if callgrind.under_callgrind():
+        callgrind.prime()  # once, here: every child inherits the specialised bytecode
+
+    def handle(request: dict, send: zygote.Send) -> None:
+        if request.get("what") == "code path":
+            send({"code_path": machine.code_path()})
+            return
+        name = request["name"]
+        bound = bind(cases[name])
+        calls, warmup = count_plan(cases[name])
+        counted = callgrind.count(bound.target, bound.args, setup=bound.setup, name=name, calls=calls, warmup=warmup)
+        send({"name": name, "info": counted.per_call.summary()})
+
+    zygote.serve(handle)
+
+
+# --------------------------------------------------------------------------- the parent
 
 
 @dataclass
@@ -81,48 +108,74 @@ class CountingZygotes:
     processes: int
     metric: Metric
     rootdir: Path
-    threads: int
-    plugins: Sequence[str] = ()          # the -p modules of the parent's command line, preloaded by the zygotes
+    args: Sequence[str]                  # the session's settings and the options children take as they are
     log: Callable[[str], None] = print
+    check_path: Callable[[dict[str, str]], None] = lambda path: None   # told each zygote's code path; may refuse it
 
     def measure(self, cases: Mapping[str, Case], *, label: str = "") -> dict[str, Measured]:
-        """Count ``cases`` ({name: Case}); CallgrindError on the first failure."""
+        """Count ``cases`` ({node id: Case}); CallgrindError or MeasureError on the first failure."""
         by_backend: dict[str, list[str]] = {}
         for name, case in cases.items():
             by_backend.setdefault(case.backend, []).append(name)
-        keep = (*machine.THREAD_VARIABLES, *(k for k in os.environ if k.startswith("PERF_")))
-        preloads = {backend: ["perf.cases", "perf.counting", kernels.backend(backend).raw.__name__, *self.plugins]
-                    for backend in by_backend}
-        compile_sources(self.rootdir, [m for preload in preloads.values() for m in preload])  # once for every zygote
         found: dict[str, Measured] = {}
         with tempfile.TemporaryDirectory(prefix="perf-count-") as tmp:
+            work = Path(tmp)
+            stage(self.rootdir, work / "project")
+            shim = callgrind.build_shim(fallback=work)
             for backend, names in by_backend.items():
                 start = time.perf_counter()
-                folder = Path(tmp, backend)
-                folder.mkdir()
-                with callgrind.Server(HANDLER, folder, preload=preloads[backend], pythonpath=[self.rootdir],
-                                      keep=keep) as server:
+                dumps = work / f"dumps-{backend}"
+                dumps.mkdir()
+                with zygote.Zygote(self._argv(backend, names, dumps), zygote_env(), "/", work / f"zygote-{backend}.log",
+                                   {DUMPS_FD: dumps, PROJECT_FD: work / "project", SHIM_FD: shim}) as z:
+                    (path,) = z.request({"what": "code path"})
+                    self.check_path(path["code_path"])
                     for name in names:
                         for _ in range(self.processes):
-                            per_call = server.request(request_for(cases[name], name, self.threads))
-                            value = per_call[self.metric.value]
-                            measured.gather(found, [ProcessResult(name, (value,), 1, per_call)])
+                            (reply,) = z.request({"name": name})
+                            value = reply["info"][self.metric.value]
+                            measured.gather(found, [ProcessResult(name, (value,), 1, reply["info"])])
                 self.log(f"{backend}{' ' + label if label else ''}: {len(names)} benchmarks counted {self.processes} "
                          f"time(s) each, a fresh process each, in {time.perf_counter() - start:.1f} s")
         return found
 
+    def _argv(self, backend: str, names: Sequence[str], dumps: Path) -> list[str]:
+        args = [*_in_project(self.args), f"--perf-backend={backend}", "--perf-processes=1", "--capture=no", "-p", "no:xdist"]
+        pytest = command.pytest_perf(args, select=[f"{PROJECT}/{n}" for n in names], rootdir=PROJECT)
+        return callgrind.command(pytest, dumps)  # valgrind writes there itself; the zygote reads them as /dev/fd/3
 
-def compile_sources(rootdir: Path, modules: Sequence[str]) -> None:
-    """Byte-compile the project's packages that ``modules`` come from, as the zygote names them.
 
-    A zygote that compiles a module from source (no .pyc yet) ends up with another memory layout
-    than one that loads a .pyc, and one whose .pyc files name another checkout's path renames
-    every code object on loading: either moved small stages' counts (docs/results/counts.md). So
-    the files are compiled afresh under the name the zygote imports them by (its first pythonpath
-    folder, perf.callgrind.path_name(0)). Where the folder cannot be written, every zygote
-    compiles alike.
-    """
-    for top in dict.fromkeys(m.split(".")[0] for m in modules):
-        folder = rootdir / top
-        if folder.is_dir():
-            compileall.compile_dir(str(folder), ddir=f"{callgrind.path_name(0)}/{top}", force=True, quiet=2)
+def _in_project(args: Sequence[str]) -> list[str]:
+    """The parent's arguments as the zygote must see them: a relative configuration file names the project's copy."""
+    out = []
+    for arg in args:
+        for flag in ("-c", "--config-file="):
+            if arg.startswith(flag) and arg != flag and not arg[len(flag):].startswith("/"):
+                arg = f"{flag}{PROJECT}/{arg[len(flag):]}"
+        out.append(arg)
+    return out
+
+
+def zygote_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The counting zygote's environment: the caller's, less what only names the session (``SESSION``), with
+    one thread per pool (spinning workers would be counted), a fixed hash seed, the zygote's fixed names,
+    padded to a multiple of ``ENV_PAD_TO`` bytes (the environment's size moves where the stack lies)."""
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if not SESSION.match(k) and k not in machine.OUTER_PYTEST}
+    env.update(machine.thread_env(1))
+    env.update({"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", machine.CHILD_ENV: "1", zygote.SERVE_ENV: "count",
+                callgrind.ENV_DIR: f"/dev/fd/{DUMPS_FD}", callgrind.SHIM_ENV: f"/dev/fd/{SHIM_FD}",
+                "PYTHONPATH": os.pathsep.join([PROJECT, *filter(None, [base.get("PYTHONPATH")])])})
+    env.pop("PERF_ENV_PAD", None)
+    size = sum(len(k) + len(v) + 2 for k, v in env.items()) + len("PERF_ENV_PAD") + 2
+    env["PERF_ENV_PAD"] = "x" * (-size % ENV_PAD_TO)
+    return env
+
+
+def stage(rootdir: Path, dest: Path) -> None:
+    """The project copied to ``dest`` (not its version control, environments, caches or documents) and
+    byte-compiled there under the zygote's name for it: a zygote that compiles a module from source ends
+    up with another memory layout than one that loads its bytecode (docs/results/counts.md). The
+    checkout itself is only read: a read-only one counts like any other."""
+    shutil.copytree(rootdir, dest, ignore=shutil.ignore_patterns(*NOT_STAGED), symlinks=True)
+    compileall.compile_dir(str(dest), ddir=PROJECT, force=True, quiet=2)

@@ -79,6 +79,7 @@ class Comparison:
     n_baseline: int = 0
     n_current: int = 0
     note: str = ""
+    evidence: str = ""  # what decided: saved processes, re-measured processes, an A/B against the baseline's commit
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", Verdict(self.verdict))
@@ -90,6 +91,9 @@ class Comparison:
     def with_note(self, note: str) -> Comparison:
         """This comparison with ``note`` put before its own note."""
         return dataclasses.replace(self, note=join_notes(note, self.note))
+
+    def decided_by(self, evidence: str) -> Comparison:
+        return dataclasses.replace(self, evidence=evidence)
 
 
 # --------------------------------------------------------------------------- parameters

@@ -29,7 +29,10 @@ OUTER_PYTEST = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_CO
 CHILD_ENV = "PERF_CHILD"
 # Fingerprint fields that depend on the process (which libraries it has loaded, what it pinned):
 # they are compared like every other field, but do not name the machine (``key``).
-PER_PROCESS = ("threads", "blas")
+PER_PROCESS = ("threads", "blas", "code_path")
+# Fingerprint fields added since runs were first saved: a saved run without one says nothing about it
+# (it is not a difference), so that runs saved before still compare.
+ADDED = ("code_path",)
 
 
 def pin_threads(n: int, *, import_torch: bool = True) -> dict[str, int]:
@@ -124,8 +127,10 @@ def fingerprint() -> dict[str, object]:
         import torch
     except ImportError:
         info["torch"] = None
+        info["code_path"] = code_path()
         return info
     info["torch"] = torch.__version__
+    info["code_path"] = code_path()
     if torch.cuda.is_available():
         info["cuda"] = torch.version.cuda
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -133,6 +138,28 @@ def fingerprint() -> dict[str, object]:
     if torch.backends.mps.is_available():
         info["gpus"] = ["mps"]
     return info
+
+
+def code_path() -> dict[str, str]:
+    """The kernels this process's libraries dispatch to on this CPU: numpy's highest SIMD target (of those it
+    was built to dispatch), torch's CPU capability (where torch is imported) and each BLAS with the core it
+    chose. A process under valgrind sees a CPU without AVX-512 and takes other paths than the machine's."""
+    path: dict[str, str] = {}
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # numpy 1.x
+        from numpy.core import _multiarray_umath as umath
+    found = [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]
+    path["numpy"] = found[-1] if found else f"baseline {' '.join(umath.__cpu_baseline__) or 'none'}"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        path["torch"] = torch.backends.cpu.get_cpu_capability()
+    from threadpoolctl import threadpool_info
+
+    for pool in threadpool_info():
+        if pool["user_api"] == "blas":
+            path[f"blas {pool['internal_api']}"] = pool.get("architecture") or pool.get("threading_layer") or "?"
+    return dict(sorted(path.items()))
 
 
 def cpu_model() -> str:
@@ -219,10 +246,11 @@ def gpu_visible() -> bool:
     return bool(torch.cuda.is_available() or torch.backends.mps.is_available())
 
 
-def differences(saved: Mapping, current: Mapping) -> list[str]:
-    """The one rule for "the same machine": every field equal. Human-readable differences,
-    'key: saved -> current'; [] when a baseline with ``saved`` may be compared with this run."""
-    keys = sorted(set(saved) | set(current))
+def differences(saved: Mapping, current: Mapping, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The one rule for "the same machine": every field equal (but ``ignore``, and the ``ADDED`` fields a
+    saved run does not have). Human-readable differences, 'key: saved -> current'; [] when a baseline
+    with ``saved`` may be compared with this run."""
+    keys = sorted((set(saved) | set(current)) - set(ignore) - {k for k in ADDED if k not in saved})
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 

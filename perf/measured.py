@@ -33,16 +33,25 @@ class ProcessResult:
     iterations: int = 1
     info: Mapping[str, float] = field(default_factory=dict)
 
+    def as_dict(self) -> dict:
+        return {"name": self.name, "samples": list(self.samples), "iterations": self.iterations, "info": dict(self.info)}
+
     def line(self) -> str:
         """One JSON line, as a measuring process sends it."""
-        return json.dumps({"name": self.name, "samples": list(self.samples), "iterations": self.iterations,
-                           "info": dict(self.info)}, allow_nan=False) + "\n"
+        return json.dumps(self.as_dict(), allow_nan=False) + "\n"
 
     @classmethod
     def from_line(cls, text: str, where: str) -> ProcessResult:
         """The result a line holds; MeasureError naming ``where`` for anything else."""
         try:
-            doc = json.loads(text)
+            return cls.from_dict(json.loads(text), where)
+        except ValueError as exc:
+            raise MeasureError(f"{where}: a result line that is not JSON ({exc})") from None
+
+    @classmethod
+    def from_dict(cls, doc: object, where: str) -> ProcessResult:
+        """The result a parsed line holds; MeasureError naming ``where`` for anything else."""
+        try:
             samples = tuple(float(v) for v in doc["samples"])
             info = {str(k): float(v) for k, v in doc.get("info", {}).items()}
             result = cls(str(doc["name"]), samples, int(doc.get("iterations", 1)), info)

@@ -19,6 +19,9 @@ from .gate import parse_threshold
 from .metric import Metric
 
 TIMERS = ("auto", "sync", "events")
+LAUNCHES = ("auto", "fork", "fresh")
+CONFIRMS = ("ab", "processes")
+WINDOWS = ("code", "commits")
 HISTORY = 5  # default of ini perf_history
 
 # name -> (default, help); the ini key is the name with "-" turned into "_".
@@ -39,6 +42,15 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perf-processes": ("auto", "fresh processes each benchmark is measured in, one after the other, each with its share "
                        "of --benchmark-max-time; the gate compares processes, not rounds (1: this process only); "
                        "auto: 6 for time, 1 for counts (one valgrind process per backend)"),
+    "perf-launch": ("auto", "how the processes of --perf-processes start: fork (forked one after the other from one "
+                    "process that imported and collected once), fresh (a new interpreter each), or auto: fork where "
+                    "every selected backend runs on the CPU, fresh otherwise (a CUDA context does not survive a fork)"),
+    "perf-confirm": ("ab", "how a suspected regression against a saved baseline is confirmed: ab (an interleaved A/B of "
+                     "the baseline's own commit against this run's code, where the repository has that commit; else as "
+                     "processes) or processes (measured again in as many more processes)"),
+    "perf-baseline-window": ("code", "which saved runs bare --benchmark-compare pools into its baseline (up to ini "
+                             "perf_history): code (the newest run and older runs of the same code) or commits (the "
+                             "newest runs, whatever their code)"),
     "perf-report-json": ("", "write the gate's verdicts as JSON to this path (its directory must exist and be writable)"),
     "perf-report-md": ("", "append the gate's verdicts as Markdown to this path, e.g. $GITHUB_STEP_SUMMARY "
                        "(its directory must exist and be writable)"),
@@ -86,6 +98,9 @@ class Settings:
     timer: str
     metric: Metric
     processes: int
+    launch: str
+    confirm: str
+    baseline_window: str
     threshold: float
     alpha: float
     thresholds: tuple[tuple[str, float], ...]
@@ -145,9 +160,12 @@ def settings(config: pytest.Config) -> Settings:
     dtypes = parse("perf-dtype", _parse_dtypes)
     sizes = parse("perf-size", parse_sizes)
     threads = parse("perf-threads", _parse_threads)
-    timer = parse("perf-timer", _parse_timer)
+    timer = parse("perf-timer", _choice(TIMERS, "timer"))
     metric = parse("perf-metric", _parse_metric)
     processes = parse("perf-processes", _or_auto(metric.defaults.processes, _parse_positive))
+    launch = parse("perf-launch", _choice(LAUNCHES, "launch method"))
+    confirm = parse("perf-confirm", _choice(CONFIRMS, "confirmation"))
+    window = parse("perf-baseline-window", _choice(WINDOWS, "window"))
     threshold = parse("perf-threshold", _or_auto(metric.defaults.threshold, parse_threshold))
     alpha = parse("perf-alpha", _parse_alpha)
     if timer == "events":
@@ -178,7 +196,8 @@ def settings(config: pytest.Config) -> Settings:
     # Each once: a repeated name would run twice under ids pytest renames (no baseline matches them).
     return Settings(
         backends=tuple(dict.fromkeys(backends)), sizes=tuple(sizes), dtypes=tuple(dict.fromkeys(dtypes)),
-        threads=threads, timer=timer, metric=metric, processes=processes,
+        threads=threads, timer=timer, metric=metric, processes=processes, launch=launch,
+        confirm=confirm, baseline_window=window,
         threshold=threshold, alpha=alpha, thresholds=tuple(thresholds),
         report_json=parse("perf-report-json", _check_report_path), report_md=parse("perf-report-md", _check_report_path),
         allow_foreign_baseline=flag("perf_allow_foreign_baseline"), save_failed=flag("perf_save_failed"), history=history,
@@ -254,12 +273,6 @@ def _parse_threads(text: str) -> int:
     raise ValueError("expected a positive integer or 'auto'")
 
 
-def _parse_timer(text: str) -> str:
-    if text.strip() not in TIMERS:
-        raise ValueError(f"unknown timer; valid: {', '.join(TIMERS)}")
-    return text.strip()
-
-
 def _or_auto(auto, parse):
     """A parser that reads 'auto' as ``auto`` and anything else with ``parse``."""
     return lambda text: auto if text.strip() == "auto" else parse(text)
@@ -276,6 +289,17 @@ def _parse_metric(text: str) -> Metric:
         return Metric(text.strip())
     except ValueError:
         raise ValueError(f"unknown metric; valid: {', '.join(m.value for m in Metric)}") from None
+
+
+def _choice(accepted: tuple[str, ...], what: str):
+    """A parser that takes one of ``accepted`` (``what`` they are, for the error)."""
+
+    def parse(text: str) -> str:
+        if text.strip() not in accepted:
+            raise ValueError(f"unknown {what}; valid: {', '.join(accepted)}")
+        return text.strip()
+
+    return parse
 
 
 def _parse_alpha(text: str) -> float:

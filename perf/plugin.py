@@ -47,7 +47,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     # The momentary clock differs run to run and would make every baseline look foreign.
     for key in ("hz_actual", "hz_actual_friendly"):
         machine_info.get("cpu", {}).pop(key, None)
-    machine_info["perf_fingerprint"] = perf_session(config).fingerprint
+    machine_info["perf_fingerprint"] = perf_session(config).saved_fingerprint()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,18 +1,24 @@
-"""Measuring in fresh processes: the unit of evidence of a saved baseline.
+"""Measuring in several processes: the unit of evidence of a saved baseline.
 
 A process's memory layout, allocation addresses, CPU placement and neighbours move all of its
 rounds together, so rounds of one process are not independent evidence about the code
-(docs/results/process-variation.md). ``FreshProcesses`` measures every selected benchmark in P
-child processes, one after the other, each a plain ``pytest perf`` of exactly those benchmarks
-with its share of the time budget; the gate then compares processes with processes.
+(docs/results/process-variation.md). Every selected benchmark is measured in P processes, one
+after the other, each with its share of the time budget; the gate then compares processes with
+processes. Two ways to start them, behind one interface:
 
-Children never spawn children (``machine.CHILD_ENV``), inherit the session's settings and ``-p``
-plugins, and send back one line per benchmark (``perf.measured``). A child that fails is one line
-naming the benchmark it was measuring and its last line of output.
+- ``ForkedProcesses``: one zygote (``perf.zygote``), a ``pytest perf`` session of the selection that
+  imports, configures and collects once, forks each measuring process; CPU backends only (a CUDA
+  context does not survive a fork);
+- ``FreshProcesses``: each process a plain ``pytest perf`` of the selection, started afresh.
+
+Measuring processes never spawn processes (``machine.CHILD_ENV``), see the session's settings and
+the parent's ``-p`` plugins, and send back one result per benchmark (``perf.measured``). One that
+fails is one line naming the benchmark it was measuring and its last line of output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -23,9 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import command, machine, measured
+from . import command, machine, measured, zygote
+from .cases import Case, bind
 from .errors import MeasureError
-from .measured import Measured
+from .measure import Plan
+from .measured import Measured, ProcessResult
+from .timers import timer_for
 
 PROGRESS_ENV = "PERF_CHILD_PROGRESS"  # a file the child appends each benchmark's node id to as it starts it
 RESULTS_ENV = "PERF_CHILD_RESULTS"    # a file the child appends each benchmark's result line to (perf.measured)
@@ -66,6 +75,58 @@ class Budget:
                 f"--benchmark-min-rounds={self.min_rounds}"]
 
 
+def measuring_env(threads: int, **extra: str) -> dict[str, str]:
+    """The environment of a measuring process: every pool pinned, measuring in itself, checked by its parent."""
+    return machine.child_env(threads, **{machine.CHILD_ENV: "1", CHECKED_ENV: "1"}, **extra)
+
+
+@dataclass
+class ForkedProcesses:
+    """P processes forked one after the other from one zygote, each measuring the whole selection."""
+
+    processes: int
+    budget: Budget
+    args: Sequence[str]          # the session's settings and the options children take as they are
+    rootdir: Path
+    cwd: Path
+    threads: int
+    log: Callable[[str], None] = print
+
+    def measure(self, cases: Mapping[str, object], *, label: str = "process") -> dict[str, Measured]:
+        """Measure ``cases`` ({node id relative to rootdir: Case}); MeasureError on the first failure."""
+        argv = command.pytest_perf([*self.args, "--perf-processes=1", "--capture=no", "-p", "no:xdist"],
+                                   select=[f"{self.rootdir}/{name}" for name in cases], rootdir=self.rootdir)
+        share = self.budget.share(self.processes)
+        found: dict[str, Measured] = {}
+        with tempfile.TemporaryDirectory(prefix="perf-fork-") as tmp:
+            env = measuring_env(self.threads, **{zygote.SERVE_ENV: "time"})
+            with zygote.Zygote(argv, env, self.cwd, Path(tmp, "zygote.log")) as z:
+                for k in range(1, self.processes + 1):
+                    where = f"{label} {k}/{self.processes}"
+                    start = time.perf_counter()
+                    try:
+                        replies = z.request({"names": list(cases), "budget": dataclasses.asdict(share)})
+                    except MeasureError as exc:
+                        raise MeasureError(f"{where}: {exc}") from None
+                    measured.gather(found, [ProcessResult.from_dict(r, where) for r in replies])
+                    self.log(f"{where}: {len(replies)} benchmarks in {time.perf_counter() - start:.1f} s")
+        return found
+
+
+def serve_times(cases: Mapping[str, Case], timer_mode: str) -> None:
+    """Serve measuring processes from this zygote: ``{"names": [...], "budget": {...}}`` is answered, in a
+    fresh fork, with one result per benchmark, measured in the order named (as a fresh process would)."""
+
+    def handle(request: dict, send: zygote.Send) -> None:
+        budget = Budget(**request["budget"])
+        for name in request["names"]:
+            bound = bind(cases[name])
+            plan = Plan(bound, timer_for(bound.backend, timer_mode), budget.min_time, budget.max_time, budget.min_rounds)
+            send(ProcessResult(name, tuple(plan.measure()), plan.iterations).as_dict())
+
+    zygote.serve(handle)
+
+
 @dataclass
 class FreshProcesses:
     """P fresh ``pytest perf`` processes, one after the other, each measuring the whole selection."""
@@ -95,10 +156,10 @@ class FreshProcesses:
     def _one(self, work: Path, k: int, nodeids: Sequence[str], where: str) -> list[measured.ProcessResult]:
         sent, progress, output = work / f"{k}.results", work / f"{k}.progress", work / f"{k}.log"
         # --capture=no: what a crashing child writes to its stderr reaches its log, and the one-line error.
-        cmd = command.pytest_perf(["--capture=no", *self.args, *self.budget.share(self.processes).args(), "--perf-processes=1"],
+        share = self.budget.share(self.processes)
+        cmd = command.pytest_perf(["--capture=no", *self.args, *share.args(), "--perf-processes=1"],
                                   select=nodeids, rootdir=self.rootdir, storage=work / "storage")
-        env = machine.child_env(self.threads, **{machine.CHILD_ENV: "1", CHECKED_ENV: "1", PROGRESS_ENV: str(progress),
-                                                 RESULTS_ENV: str(sent)})
+        env = measuring_env(self.threads, **{PROGRESS_ENV: str(progress), RESULTS_ENV: str(sent)})
         with open(output, "w", encoding="utf-8", errors="replace") as out:
             rc = _run(cmd, self.cwd, env, out)
         if rc not in CHILD_OK:

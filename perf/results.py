@@ -22,7 +22,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,13 +190,28 @@ def _parse_result(check: _Checker, where: str, bench: object, run_metric: Metric
     if not isinstance(processes, list):
         check.fail(f"{where}.extra_info.processes", f"expected a list, got {_kind(processes)}")
     procs = tuple(_parse_process(check, f"{where}.extra_info.processes[{k}]", p) for k, p in enumerate(processes))
-    if procs and values and sum(p.rounds for p in procs) != len(values):
-        check.fail(f"{where}.extra_info.processes", f"their rounds add up to {sum(p.rounds for p in procs)}, "
-                                                    f"but stats.data holds {len(values)} values")
+    if procs and values:
+        _check_processes(check, f"{where}.extra_info.processes", procs, values)
     if median is None:
         median = median_of(values)
     return Result(name=name, metric=metric, samples=values, median=median,
                   iqr=iqr, processes=procs, info=info)
+
+
+def _check_processes(check: _Checker, where: str, procs: Sequence[Process], values: Sequence[float]) -> None:
+    """Each process's record must be its share of the rounds: the gate reads the records, and a record that
+    disagrees with the rounds (an edited stats, say) would be judged on numbers the run never measured."""
+    if sum(p.rounds for p in procs) != len(values):
+        check.fail(where, f"their rounds add up to {sum(p.rounds for p in procs)}, but stats.data holds {len(values)} values")
+    start = 0
+    for k, p in enumerate(procs):
+        share = Process.of(values[start:start + p.rounds])
+        start += p.rounds
+        for field_name in ("min", "median"):
+            said, actual = getattr(p, field_name), getattr(share, field_name)
+            if not math.isclose(said, actual, rel_tol=1e-9, abs_tol=0.0):
+                check.fail(f"{where}[{k}].{field_name}", f"{said!r} is not the {field_name} of its {p.rounds} rounds in "
+                                                         f"stats.data ({actual!r}): the record and the rounds disagree")
 
 
 def _parse_process(check: _Checker, where: str, proc: object) -> Process:

@@ -4,6 +4,7 @@ against a baseline's commit and a bisection measure."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -70,6 +71,16 @@ def remove_worktree(repo: str | os.PathLike, dest: Path) -> None:
         shutil.rmtree(dest, ignore_errors=True)
         with contextlib.suppress(UsageError):
             git(repo, "worktree", "prune")
+
+
+def sources_digest(root: str | os.PathLike, packages: tuple[str, ...] = ("kernels", "perf")) -> str:
+    """A digest of the measured code (the .py files of ``packages`` under ``root``): equal digests are the same
+    code where git cannot say (a run saved from a dirty tree or outside a repository)."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted(Path(root, package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -19,16 +19,32 @@ import pytest
 
 import kernels
 
-from . import cli, command, gate, machine, measured, pb, processes, render, results, roofline
-from .baseline import SavedGate, check_comparable, choose
+from . import (
+    cli,
+    command,
+    confirm,
+    gate,
+    machine,
+    measured,
+    pb,
+    processes,
+    render,
+    results,
+    revisions,
+    roofline,
+    zygote,
+)
+from .baseline import SavedGate, check_comparable, choose, pooled
+from .callgrind import valgrind_problem
 from .cases import Bound, Case, bind
 from .counting import CountingZygotes
-from .errors import BaselineError, MeasureError
+from .counting import serve as serve_counts
+from .errors import BaselineError, MeasureError, UsageError
 from .measure import Plan
 from .measured import Measured, ProcessResult, Strategy
 from .options import Settings, settings
 from .params import case_of, threshold_for
-from .processes import Budget, FreshProcesses
+from .processes import Budget, ForkedProcesses, FreshProcesses, serve_times
 from .statistic import median
 from .timers import timer_for
 
@@ -60,15 +76,18 @@ class PerfSession:
     in_processes: dict[str, Measured] | None = None                  # measured by child processes, when used
     verdicts: dict[str, gate.Comparison] = field(default_factory=dict)  # decided on processes, before the tests
     threshold_source: str = ""            # set when --benchmark-compare-fail gave the threshold
+    counted_path: dict[str, str] = field(default_factory=dict)       # the code path the counting processes ran
 
     @classmethod
     def configure(cls, config: pytest.Config) -> PerfSession:
-        """The run's settings checked, threads pinned, the fingerprint taken, the baseline chosen and checked."""
+        """The run's settings checked, threads pinned, the fingerprint taken (a zygote takes none: it only
+        measures), the compare options taken over."""
         s = settings(config)
+        if zygote.serving():  # a numpy zygote under valgrind never imports torch
+            torch_needed = any(not name.startswith("numpy") for name in s.backends or ["torch"])
+            return cls(s, machine.pin_threads(s.threads, import_torch=torch_needed), config)
         if s.metric.counted:
-            from .callgrind import valgrind_problem  # this process starts the counting ones: valgrind must run here
-
-            why = valgrind_problem()
+            why = valgrind_problem()  # this process starts the counting ones: valgrind must run here
             if why:
                 raise pytest.UsageError(why)
         perf = cls(s, machine.pin_threads(s.threads), config)
@@ -81,6 +100,12 @@ class PerfSession:
         """This machine's fingerprint, taken once (threads are pinned by then): saving, comparing
         and the drift history all need it, and on a GPU machine it runs nvidia-smi."""
         return machine.fingerprint()
+
+    def saved_fingerprint(self) -> dict[str, object]:
+        """The fingerprint this run saves: a counted run's code path is the one its counting processes ran."""
+        if self.counted_path:
+            return {**self.fingerprint, "code_path": self.counted_path}
+        return self.fingerprint
 
     # ------------------------------------------------------------------ the baseline
 
@@ -122,19 +147,25 @@ class PerfSession:
                                     "(--benchmark-storage=file://PATH)")
         self.storage = str(pb.folder_of(storage))
         s = self.settings
+        ignore = ("code_path",) if s.metric.counted else ()  # a counted run's is known once its zygotes report it
         try:
             files = pb.saved_files(storage) if spec is True else pb.query(storage, spec)
-            run, warnings = choose(spec, files, self.storage)
-            if run is not None:
-                warnings.append(check_comparable(run, self.fingerprint, s.metric, s.allow_foreign_baseline))
+            choice = choose(spec, files, self.storage, fingerprint=self.fingerprint, metric=s.metric,
+                            allow_foreign=s.allow_foreign_baseline, history=s.history,
+                            across_commits=s.baseline_window == "commits", ignore=ignore)
+            warnings = list(choice.warnings)
+            if choice.newest is not None:
+                warnings.append(check_comparable(choice.newest, self.fingerprint, s.metric, s.allow_foreign_baseline,
+                                                 ignore))
         except ValueError as exc:  # a spec pytest-benchmark's storage cannot read as a file, number or glob
             raise pytest.UsageError(f"--benchmark-compare={spec}: {exc}") from None
         except BaselineError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.warnings += [w for w in warnings if w]
-        pb.set_compare(self.config, run.source if run is not None else None)
-        if run is not None:
-            self.gate = SavedGate(run, s.threshold, s.alpha, threshold_source=self.threshold_source, processes=s.processes)
+        pb.set_compare(self.config, choice.newest.source if choice.newest is not None else None)
+        if choice.newest is not None:
+            self.gate = SavedGate(pooled(choice.runs), s.threshold, s.alpha, threshold_source=self.threshold_source,
+                                  processes=s.processes, runs=choice.runs)
 
     def judge(self, name: str, samples: list[float], note: str = "") -> gate.Comparison | None:
         return None if self.gate is None else self.gate.judge(name, samples, note)
@@ -166,54 +197,109 @@ class PerfSession:
         if terminal is not None:
             terminal.write_line(f"perf: {line}")
 
-    def _strategy(self) -> Strategy:
+    def _strategy(self, cases: dict[str, Case]) -> Strategy:
         s, args = self.settings, self.config.invocation_params.args
+        passed = [*command.passed_through(args), *s.child_args()]
+        rootdir, cwd = self.config.rootpath, self.config.invocation_params.dir
         if s.metric.counted:
-            return CountingZygotes(s.processes, s.metric, self.config.rootpath, s.threads, command.plugin_modules(args),
-                                   self._log)
-        return FreshProcesses(s.processes, Budget(*pb.config_limits(self.config)),
-                              [*command.passed_through(args), *s.child_args()], self.config.rootpath,
-                              self.config.invocation_params.dir, s.threads, self._log)
+            return CountingZygotes(s.processes, s.metric, rootdir, passed, self._log, check_path=self._check_code_path)
+        budget = Budget(*pb.config_limits(self.config))
+        on_cpu = all(kernels.backend(c.backend).device_name == "cpu" for c in cases.values())
+        if s.launch == "fork" or (s.launch == "auto" and on_cpu):
+            return ForkedProcesses(s.processes, budget, passed, rootdir, cwd, s.threads, self._log)
+        return FreshProcesses(s.processes, budget, passed, rootdir, cwd, s.threads, self._log)
+
+    def _check_code_path(self, path: dict[str, str]) -> None:
+        """A counted baseline is compared only with counts of the same code path (BaselineError otherwise)."""
+        self.counted_path.update(path)
+        saved = (self.gate.baseline.fingerprint or {}).get("code_path") if self.gate is not None else None
+        if saved is None:
+            return
+        changes = machine.differences({"code_path": saved}, {"code_path": {**saved, **self.counted_path}})
+        if changes and not self.settings.allow_foreign_baseline:
+            raise BaselineError(f"the baseline {self.gate.baseline.source} was counted on another code path "
+                                f"({'; '.join(changes)}): save a new one here with --benchmark-autosave, or compare "
+                                "anyway with --perf-allow-foreign-baseline")
 
     def measure_selection(self, session: pytest.Session) -> None:
         """With --perf-processes P > 1, or a counted metric: every selected benchmark measured (counted) in P
-        fresh processes, and judged on them, before the test bodies run (they check correctness and record
-        what the processes measured). A failed process ends the run: one line, exit code 6."""
+        processes, and judged on them, before the test bodies run (they check correctness and record what the
+        processes measured). A failed process ends the run: one line, exit code 6. In a zygote: serve."""
         s = self.settings
+        cases = {i.nodeid: case_of(i) for i in session.items if case_of(i) is not None and not i.get_closest_marker("skip")}
+        if zygote.serving():
+            if zygote.serving() == "count":
+                serve_counts(cases)
+            else:
+                serve_times(cases, s.timer)
+            session.items[:] = []  # a zygote runs no test itself
+            return
         bs = pb.session(self.config)
         wanted = s.metric.counted or (s.processes > 1 and not processes.is_child())
-        if not wanted or bs is None or bs.disabled or self.config.option.collectonly:
+        if not wanted or bs is None or bs.disabled or self.config.option.collectonly or not cases:
             return
-        cases = {i.nodeid: case_of(i) for i in session.items if case_of(i) is not None and not i.get_closest_marker("skip")}
-        if not cases:
-            return
+        strategy = self._strategy(cases)
         if s.metric.counted:
             self._log(f"counting {len(cases)} benchmarks under valgrind, {s.processes} fresh process(es) each, "
                       "one zygote per backend")
         else:
-            self._log(f"measuring {len(cases)} benchmarks in {s.processes} fresh processes, one after the other")
-        strategy = self._strategy()
+            how = "forked from one zygote" if isinstance(strategy, ForkedProcesses) else "fresh"
+            self._log(f"measuring {len(cases)} benchmarks in {s.processes} processes ({how}), one after the other")
         try:
             self.in_processes = strategy.measure(cases)
             again = self._judge_processes()
-            if again:
+            if self.gate is not None:
+                self.gate.machine_state = tuple(self.gate.probe_changes(self.in_processes))
+            if again and not self._confirm_by_ab(again):
                 self._log(f"{len(again)} undecided or regressed: {'counting' if s.metric.counted else 'measuring'} them "
                           f"in {s.processes} more processes")
                 for name, m in strategy.measure({name: cases[name] for name in again}, label="again").items():
                     self.in_processes[name].per_process += m.per_process
-                self._judge_processes(again, note=f"measured again in {s.processes} more processes")
+                self._judge_processes(again, note=f"measured again in {s.processes} more processes",
+                                      evidence="re-measured processes")
+        except BaselineError as exc:
+            pytest.exit(f"perf: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         except MeasureError as exc:
             pytest.exit(f"perf: {exc}", returncode=EXIT_ENVIRONMENT)
 
-    def _judge_processes(self, names: list[str] | None = None, note: str = "") -> list[str]:
-        """Judge ``names`` (default: all) on their processes; the ones to measure again: gate.undecided, and a
+    def _judge_processes(self, names: list[str] | None = None, note: str = "", evidence: str = "saved processes") -> list[str]:
+        """Judge ``names`` (default: all) on their processes; the ones to confirm: gate.undecided, and a
         regression seen by one set of processes (the process rule has no significance test to guard it)."""
         if self.gate is None or self.in_processes is None:
             return []
         for name in names if names is not None else list(self.in_processes):
             m = self.in_processes[name]
-            self.verdicts[name] = self.gate.judge_processes(name, m.values(), m.samples, note=note)
+            verdict = self.gate.judge_processes(name, m.values(), m.samples, note=note)
+            self.verdicts[name] = verdict.decided_by(evidence) if verdict is not None else None
         return [n for n, v in self.verdicts.items() if v is not None and (gate.undecided(v) or v.verdict == gate.REGRESSED)]
+
+    def _confirm_by_ab(self, names: list[str]) -> bool:
+        """Suspects decided by an interleaved A/B of the baseline's own commit against this run's code; False
+        (and the reason in the report's header) where that cannot be, to be confirmed as processes."""
+        s = self.settings
+        if s.metric.counted or s.confirm != "ab":
+            return False
+        why = confirm.unavailable(self.config.rootpath, self.gate.commit, self.gate.baseline.dirty)
+        if why:
+            self.gate.confirmation = f"measured again in more processes: {why}"
+            return False
+        self._log(f"{len(names)} undecided or regressed: an A/B of them against the baseline's commit "
+                  f"{self.gate.commit[:12]}")
+        try:
+            done = confirm.by_ab(names, repo=self.config.rootpath, rootdir=self.config.rootpath, commit=self.gate.commit,
+                                 base_args=confirm.baseline_plugins(self.gate.baseline.header.get("command")),
+                                 head_args=command.passed_through(self.config.invocation_params.args),
+                                 settings_args=s.child_args(), metric=s.metric, threshold=s.threshold,
+                                 thresholds={n: self.thresholds.get(n, s.threshold) for n in names}, log=self._log)
+        except UsageError as exc:  # the baseline's commit does not run here (another environment, a broken tree)
+            self.gate.confirmation = f"measured again in more processes: the A/B against the baseline's commit " \
+                                     f"failed ({str(exc).splitlines()[0][:300]})"
+            return False
+        self.gate.confirmation = done.how
+        for name in names:
+            if name in done.verdicts:
+                self.verdicts[name] = done.verdicts[name]
+        return True
 
     # ------------------------------------------------------------------ a test body
 
@@ -283,6 +369,7 @@ class PerfSession:
             "threads": self.threads,
             "timer": s.timer,
             "metric": s.metric.value,
+            "sources": revisions.sources_digest(self.config.rootpath),  # what "the same code" means without git
         }
         if self.failed:
             output_json["perf"]["failed tests"] = sorted(self.failed)  # saved only with --perf-save-failed

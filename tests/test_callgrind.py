@@ -1,4 +1,4 @@
-"""perf.callgrind: reading callgrind's output files, the cycle estimate, the launcher, and one
+"""perf.callgrind: reading callgrind's output files, the cycle estimate, the launcher, the shim, and one
 end-to-end count of a small numpy call under valgrind (skipped, with the reason, without valgrind).
 
 No test here reads a clock: counts are compared with counts.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from perf import callgrind
-from perf.callgrind import CallgrindError, Counters, Launch
+from perf.callgrind import CallgrindError, Counters
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = "Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim"
@@ -108,25 +108,6 @@ def test_a_missing_file_is_a_one_line_error(tmp_path):
         callgrind.parse_dump(tmp_path / "absent")
 
 
-def test_read_dumps_orders_by_process_then_dump_number_final_dump_last(tmp_path):
-    for pid, part in ((7, 2), (7, 10), (7, 1), (3, 1)):
-        write(tmp_path / f"callgrind.out.{pid}.{part}", dump_text(trigger=f"Client Request: {pid}/{part}", pid=pid, part=part))
-    write(tmp_path / "callgrind.out.7", dump_text(trigger="Program termination", pid=7, part=11))
-    write(tmp_path / "callgrind.out.7.txt", "not a dump")
-    write(tmp_path / "other.1", "not a dump")
-    assert [d.trigger for d in callgrind.read_dumps(tmp_path)] == [
-        "Client Request: 3/1", "Client Request: 7/1", "Client Request: 7/2", "Client Request: 7/10", "Program termination"]
-    assert [d.part for d in callgrind.read_dumps(tmp_path, pid=3)] == [1]
-
-
-def test_iter_counts_sums_dumps_of_the_same_name(tmp_path):
-    write(tmp_path / "callgrind.out.1.1", dump_text(trigger="Client Request: a", summary="10"))
-    write(tmp_path / "callgrind.out.1.2", dump_text(trigger="Client Request: b", summary="5"))
-    write(tmp_path / "callgrind.out.1.3", dump_text(trigger="Client Request: a", summary="1"))
-    write(tmp_path / "callgrind.out.1", dump_text(trigger="Program termination", summary="99"))
-    assert {k: v.ir for k, v in callgrind.iter_counts(callgrind.read_dumps(tmp_path)).items()} == {"a": 11, "b": 5}
-
-
 # --------------------------------------------------------------------------- counters and the estimate
 
 
@@ -166,28 +147,6 @@ def test_command_counts_nothing_until_asked_with_fixed_caches(tmp_path):
         assert line[0] == "setarch" and "-R" in line[:3]
 
 
-def test_command_options_switch_off(tmp_path):
-    line = callgrind.command(["x"], tmp_path, Launch(cache_sim=False, branch_sim=False, no_aslr=False, extra=("--foo",)))
-    assert "--cache-sim=no" in line and "--branch-sim=no" in line and "setarch" not in line
-    assert not any(a.startswith("--LL=") for a in line)
-    assert line[-2:] == ["--foo", "x"]
-
-
-def test_environment_marks_the_child_pins_threads_and_fixes_the_hash_seed(tmp_path):
-    env = callgrind.environment(tmp_path, base={"PATH": "/bin", "PYTHONHASHSEED": "random", "OMP_NUM_THREADS": "8"})
-    assert env[callgrind.ENV_DIR] == str(tmp_path)
-    assert env["PYTHONHASHSEED"] == "0" and env["OMP_NUM_THREADS"] == "1" and env["PATH"] == "/bin"
-    unseeded = callgrind.environment(tmp_path, base={"PYTHONHASHSEED": "1"}, launch=Launch(hash_seed=None, clean_env=False))
-    assert "PYTHONHASHSEED" not in unseeded
-
-
-def test_a_clean_environment_keeps_only_what_finds_python_and_what_is_asked_for(tmp_path):
-    base = {"PATH": "/bin", "HOME": "/root", "GITHUB_REF": "refs/pull/7/merge", "PWD": "/x", "MY_VAR": "1"}
-    env = callgrind.environment(tmp_path, base=base, keep=("MY_VAR",))
-    assert {"PATH", "HOME", "MY_VAR"} <= set(env) and not {"GITHUB_REF", "PWD"} & set(env)
-    assert "GITHUB_REF" in callgrind.environment(tmp_path, base=base, launch=Launch(clean_env=False))
-
-
 def test_valgrind_absent_is_one_line_with_the_install_hint(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     why = callgrind.valgrind_problem()
@@ -224,6 +183,42 @@ def test_shim_without_a_compiler_is_a_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(CallgrindError) as err:
         callgrind.build_shim(tmp_path)
     assert "cannot build the valgrind shim" in str(err.value) and "\n" not in str(err.value)
+
+
+def needs_a_shim() -> None:
+    if not Path("/usr/include/valgrind/callgrind.h").exists() or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("valgrind's headers or a C compiler are absent: the shim cannot be built here")
+
+
+def test_shim_builds_in_an_empty_cache_folder_named_by_xdg_cache_home(tmp_path, monkeypatch):
+    needs_a_shim()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+    path = callgrind.build_shim()
+    assert path.parent == tmp_path / "empty" / "relu-step-perf" and path.exists()
+
+
+def test_shim_in_an_unwritable_cache_is_built_in_the_fallback_or_is_one_line_naming_what_to_set(tmp_path):
+    needs_a_shim()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("this user writes read-only folders (root): an unwritable cache cannot be made here")
+        with pytest.raises(CallgrindError) as err:
+            callgrind.build_shim(locked / "cache")
+        assert "set XDG_CACHE_HOME to a writable folder" in str(err.value) and "\n" not in str(err.value)
+        built = callgrind.build_shim(locked / "cache", fallback=tmp_path / "run")
+        assert built.parent == tmp_path / "run" and built.exists()
+    finally:
+        locked.chmod(0o700)
+
+
+def test_shim_in_a_cache_under_a_file_is_built_in_the_fallback(tmp_path):
+    needs_a_shim()
+    (tmp_path / "file").write_text("not a folder")
+    built = callgrind.build_shim(tmp_path / "file" / "cache", fallback=tmp_path / "run")
+    assert built.parent == tmp_path / "run"
 
 
 # --------------------------------------------------------------------------- end to end, under valgrind
@@ -272,12 +267,13 @@ def counted(tmp_path_factory):
     skip_unless_counting_works()
     tmp = tmp_path_factory.mktemp("callgrind")
     result = tmp / "result.json"
-    env = callgrind.environment(tmp)
-    env["PYTHONPATH"] = str(ROOT)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", callgrind.ENV_DIR: str(tmp), callgrind.SHIM_ENV: str(callgrind.build_shim())}
     proc = subprocess.run(callgrind.command([sys.executable, "-c", CHILD, str(result)], tmp), env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(result.read_text()), callgrind.read_dumps(tmp)
+    dumps = sorted(tmp.glob("callgrind.out.*"), key=lambda p: [int(x) for x in p.name.split(".")[2:]] + [1 << 62])
+    return json.loads(result.read_text()), [callgrind.parse_dump(p) for p in dumps]
 
 
 def test_end_to_end_counts_a_numpy_call_under_valgrind(counted):
@@ -305,64 +301,3 @@ def test_end_to_end_dumps_carry_the_benchmark_names(counted):
                      "relu setup [overhead]", "relu setup", "two relus [overhead]", "two relus"]
     assert all(d.caches[-1].startswith("LL cache: 8388608 B") for d in dumps)
     assert os.path.basename(dumps[-1].path).count(".") == 2  # the final dump, at exit
-
-
-# --------------------------------------------------------------------------- the zygote server, under valgrind
-
-HANDLER = r"""
-import os
-import numpy as np
-from perf import callgrind
-
-def handle(request):
-    if request.get("crash"):
-        os._exit(9)
-    if request.get("fail"):
-        raise ValueError("asked to fail\nover two lines")
-    h = np.random.default_rng(0).standard_normal((request["n"], 100)).astype(np.float32)
-    c = callgrind.count(np.maximum, (h, 0), name=f"relu {request['n']}", calls=3, warmup=3)
-    return {"instructions": c.per_call.instructions, "pid": os.getpid()}
-"""
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    skip_unless_counting_works()
-    tmp = tmp_path_factory.mktemp("serve")
-    handler = tmp / "handler.py"
-    handler.write_text(HANDLER)
-    replies = []
-    with callgrind.Server(f"{handler}:handle", tmp, pythonpath=[ROOT], preload=["numpy"]) as server:
-        for request in ({"n": 64}, {"n": 128}, {"fail": True}, {"crash": True}, {"n": 64}, {"n": 8}, {"n": 64}):
-            try:
-                replies.append(server.request(request))
-            except CallgrindError as exc:
-                replies.append(str(exc))
-    return replies
-
-
-def test_server_counts_each_request_in_a_child_of_its_own(served):
-    first, bigger, _, _, again, smaller, third = served
-    assert len({r["pid"] for r in (first, bigger, again, smaller, third)}) == 5
-    assert smaller["instructions"] < first["instructions"] < bigger["instructions"]
-
-
-def test_server_counts_do_not_depend_on_what_was_asked_before(served):
-    first, _, _, _, again, _, third = served
-    # Within 0.1% (a few instructions: the zygote's own heap moves a little with each fork), far
-    # below the 1% noise the gate allows counts (docs/results/counts.md).
-    assert again["instructions"] == third["instructions"] == pytest.approx(first["instructions"], rel=1e-3)
-
-
-def test_server_failures_are_one_line_replies_and_the_server_goes_on(served):
-    _, _, failed, crashed, again, *_ = served
-    assert failed == "ValueError: asked to fail over two lines"
-    assert "died" in crashed and "exit status 9" in crashed
-    assert isinstance(again, dict)
-
-
-def test_load_handler_names_what_is_wrong(tmp_path):
-    for spec in ("no-colon", f"{tmp_path / 'absent.py'}:f", "perf.callgrind:no_such_function"):
-        with pytest.raises(CallgrindError, match="handler"):
-            callgrind.load_handler(spec)
-    assert callgrind.load_handler("perf.callgrind:parse_dump") is callgrind.parse_dump

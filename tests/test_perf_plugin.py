@@ -566,7 +566,7 @@ def perf_config(allow_foreign: bool = False) -> SimpleNamespace:
         return True if key == "perf_allow_foreign_baseline" and allow_foreign else None
 
     s = settings(SimpleNamespace(getoption=getoption, getini=lambda key: [] if key == "perf_thresholds" else None))
-    config = SimpleNamespace(invocation_params=SimpleNamespace(args=("perf",)))
+    config = SimpleNamespace(invocation_params=SimpleNamespace(args=("perf",)), rootpath=Path(__file__).resolve().parents[1])
     config.stash = {plugin.SESSION: session.PerfSession(s, machine.thread_counts(), config)}
     return config
 

@@ -107,7 +107,8 @@ def render_markdown(merged: Merged, tables: Sequence[Table], races: Sequence[Cro
     lines += ["## Sources", ""]
     for s in merged.sources:
         when = ", ".join(x for x in (s.datetime.replace("T", " ")[:19], f"commit {s.commit}" if s.commit else "") if x)
-        lines.append(f"{s.index + 1}. `{s.path}`" + (f" ({when})" if when else "") + f": {describe_fingerprint(s.fingerprint)}")
+        what = describe_fingerprint(s.fingerprint)
+        lines.append(f"{s.index + 1}. `{s.path}`" + (f" ({when})" if when else "") + f": {what}")
     if len(merged.sources) > 1:
         lines += ["", "Where files overlap (same size, dtype, backend and stage), the file named later wins."]
     lines += _replacements(merged.replaced)
