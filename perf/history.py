@@ -49,8 +49,9 @@ class Finding:
         """Whether the step starts after the --since run."""
         return self.since is not None and step.index >= self.since
 
-    def regressions(self, threshold: float) -> list[steps.Step]:
-        return [s for s in self.fit.steps if self.new(s) and s.slower_than(threshold)]
+    def regressed(self, step: steps.Step, threshold: float) -> bool:
+        """Whether the step starts after the --since run and is slower past ``threshold``, its whole interval."""
+        return self.new(step) and step.slower_than(threshold)
 
 
 def find(series: trend.Series, after: tuple | None = None) -> Finding:
@@ -84,7 +85,7 @@ class History:
     skipped: tuple[str, ...]           # one line per damaged saved run
 
     def regressions(self) -> list[tuple[Finding, steps.Step]]:
-        return [(f, s) for f in self.findings for s in f.regressions(self.threshold)]
+        return [(f, s) for f in self.findings for s in f.fit.steps if f.regressed(s, self.threshold)]
 
     def runs(self) -> list[Run]:
         unique = {p.run.source: p.run for f in self.findings for p in f.series.points}
@@ -169,10 +170,10 @@ def _spread(point: trend.Point) -> str:
 def _step_line(f: Finding, step: steps.Step, history: History) -> str:
     points = f.series.points
     verdict = ""
-    if f.new(step):
-        slower = step.slower_than(history.threshold)
-        verdict = f", REGRESSION (after {history.since}, past {gate.percent(history.threshold)})" if slower \
-            else f", after {history.since}"
+    if f.regressed(step, history.threshold):
+        verdict = f", REGRESSION (after {history.since}, past {gate.percent(history.threshold)})"
+    elif f.new(step):
+        verdict = f", after {history.since}"
     return (f"{points[step.index].label} (after {points[step.index - 1].label}): "
             f"{_change(step)}{verdict}")
 
@@ -231,7 +232,7 @@ def to_markdown(history: History) -> str:
         lines += ["| Benchmark | Machine | Runs | Latest | Steps | Drift |", "|:---|:---|---:|---:|:---|---:|"]
     for f in history.findings:
         s = f.series
-        marked = [f"**{_step_line(f, st, history)}**" if st in f.regressions(history.threshold) else _step_line(f, st, history)
+        marked = [f"**{_step_line(f, st, history)}**" if f.regressed(st, history.threshold) else _step_line(f, st, history)
                   for st in f.fit.steps]
         lines.append(f"| `{md_escape(_short(s.benchmark))}` | {md_escape(s.machine)} | {len(s.points)} | "
                      f"{format_value(s.points[-1].value, s.metric)} | {md_escape('; '.join(marked)) or '-'} | "
@@ -267,7 +268,7 @@ def to_json(history: History) -> dict:
                         "value": lv.value} for lv in f.fit.levels],
             "steps": [{"first_run": points[st.index].label, "run_before": points[st.index - 1].label,
                        "index": st.index, **_change_json(st), "new": f.new(st),
-                       "regression": st in f.regressions(history.threshold)} for st in f.fit.steps],
+                       "regression": f.regressed(st, history.threshold)} for st in f.fit.steps],
             "drift": None if f.fit.drift is None else {**_change_json(f.fit.drift), "runs": len(points)},
         })
     return {"meta": {"storage": history.storage, "since": history.since, "threshold": history.threshold,
@@ -320,7 +321,7 @@ def plot(findings: Sequence[Finding], history: History, path: Path) -> None:
             at = (xs[step.index - 1] + xs[step.index]) / 2
             ax.axvline(at, color=color, ls=":", lw=1.2)
             ax.annotate(_change(step), xy=(at, step.after), xytext=(3, 4), textcoords="offset points", fontsize=7.5,
-                        color=color, fontweight="bold" if step in f.regressions(history.threshold) else "normal")
+                        color=color, fontweight="bold" if f.regressed(step, history.threshold) else "normal")
     if max(values) > 10 * min(values):
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(NullFormatter())

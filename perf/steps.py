@@ -13,12 +13,14 @@ criterion", 1988), which also measures the noise amplitude from the data. As asv
 commit by the inverse of its confidence interval, each run weighs by the inverse of its own
 measured spread: a run whose processes disagreed counts for less.
 
-Each level is the weighted median of its runs. A step's size is the ratio of the levels on
-either side. Its interval sizes the levels' uncertainty by the runs' noise, measured from the
-differences between successive runs (which a step or a slow trend hardly moves), over each
-level's effective number of runs under its weights, with Student's t. The drift is the same
-comparison between the first and the last few runs of the window, so that a creep of steps each
-too small to tell apart from noise still shows as one number.
+A level spans at least MIN_SEGMENT runs and is the weighted median of its runs. A step's size is
+the ratio of the levels on either side. Its interval sizes the levels' uncertainty by the runs'
+noise, measured from the differences between successive runs (which a step or a slow trend hardly
+moves), over each level's effective number of runs under its weights, with Student's t; a step
+whose interval holds no change is no step (its two levels are one), as asv's
+``detect_regressions`` drops jumps within the levels' error. The drift is the same comparison
+between the first and the last few runs of the window, so that a creep of steps each too small to
+tell apart from noise still shows as one number.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class Fit:
     def weighting(self) -> str:
         """How the runs were weighed, in words."""
         if not self.measured:
-            return "no run had per-process values: runs weighed equally, noise from their scatter"
+            return "no run had per-process values: runs weighed equally"
         if self.pooled:
             return f"{self.pooled} run(s) without per-process values given the median spread of the others"
         return "each run weighed by its own per-process spread"
@@ -139,7 +141,9 @@ def _weights(values: Sequence[float], spreads: Sequence[float]) -> list[float]:
 
 def detect(values: Sequence[float], spreads: Sequence[float | None], segment: Segmenter = asv_segments) -> Fit:
     """Levels, steps and drift of a series of runs, oldest first: ``values`` (positive) and each run's
-    own ``spreads`` (``spread``; None where unknown). ``segment`` finds the levels (asv's fit)."""
+    own ``spreads`` (``spread``; None where unknown: the median of the others stands in). ``segment``
+    finds the levels (asv's fit); those shorter than MIN_SEGMENT, or with no clear change from their
+    neighbour, are merged."""
     measured = [s for s in spreads if s is not None]
     pooled = statistics.median(measured) if measured else 0.0
     if pooled > 0:
@@ -190,7 +194,11 @@ class _Runs:
         pieces = [range(a, b) for a, b in zip([0, *rights], rights)]
         # asv's last pass moves boundaries wherever that lowers the cost, which can leave a level shorter than
         # MIN_SEGMENT: it joins the neighbouring level nearer its own.
-        while len(pieces) > 1 and (i := next((i for i, p in enumerate(pieces) if len(p) < MIN_SEGMENT), None)) is not None:
+        while len(pieces) > 1:
+            short = [i for i, p in enumerate(pieces) if len(p) < MIN_SEGMENT]
+            if not short:
+                break
+            i = short[0]
             here = math.log(self.level(pieces[i]))
             j = min((j for j in (i - 1, i + 1) if 0 <= j < len(pieces)),
                     key=lambda j: abs(math.log(self.level(pieces[j])) - here))
@@ -200,10 +208,11 @@ class _Runs:
 
     def noise(self) -> float:
         """The run-to-run noise, a standard deviation in logs, from the differences between successive runs:
-        their median absolute deviation over the square root of 2, as in Fryzlewicz's wild binary segmentation
-        (Ann. Statist. 42(6), 2014): a median, so that the few differences across steps do not count."""
+        their median absolute size as a normal's standard deviation (times 1.4826), over the square root of 2,
+        as Fryzlewicz's wild binary segmentation measures it (Ann. Statist. 42(6), 2014): a median, so that
+        the few differences across steps do not count."""
         diffs = [abs(math.log(b / a)) for a, b in zip(self.values, self.values[1:])]
-        return 1.4826 * statistics.median(diffs) / math.sqrt(2) if diffs else 0.0  # 1.4826 MAD: a normal's sd
+        return 1.4826 * statistics.median(diffs) / math.sqrt(2) if diffs else 0.0
 
     def effective_runs(self, runs: range) -> float:
         """How many equally weighted runs the weighted ones count for (Kish): (sum w)^2 / sum w^2."""
