@@ -51,6 +51,7 @@ from pathlib import Path
 from . import command, gate, machine, render, results, revisions
 from .cli import PASS, REGRESSION, Parser, UsageError, run_main, split_dashdash
 from .metric import Metric
+from .progress import Progress
 from .rounds import BASE, HEAD, MODES, Rounds, Side, cpu_halves, measure_rounds, resolve_mode, round_orders
 from .statistic import DEFAULT as DEFAULT_STATISTIC
 from .statistic import STATISTICS
@@ -250,14 +251,18 @@ class Outcome:
     again: Rounds | None = None
 
 
-def compare(sides: Mapping[str, Side], design: Design, json_dir: Path, log: Callable[[str], None]) -> Outcome:
+def compare(sides: Mapping[str, Side], design: Design, json_dir: Path, log: Callable[[str], None],
+            progress: Callable[[int, str], Progress] | None = None) -> Outcome:
     """Measure ``sides`` (base and head) in interleaved rounds and decide per benchmark; the undecided
-    ones measured again, once, alone (``gate.undecided``: the one "measure again" rule of every mode)."""
+    ones measured again, once, alone (``gate.undecided``: the one "measure again" rule of every mode).
+    ``progress(steps, label)`` makes what shows the rounds go by (default: a line per round)."""
+    progress = progress or (lambda steps, label: Progress(steps, label, log, live=False))
     mode = resolve_mode(design.mode)
     halves = cpu_halves() if mode == "duet" else None
     orders = round_orders(design.rounds, design.seed)
-    measured = measure_rounds(orders, sides, "round", json_dir=json_dir, halves=halves, statistic=design.statistic,
-                              log=log)
+    with progress(len(orders), "A/B rounds") as shown:
+        measured = measure_rounds(orders, sides, "round", json_dir=json_dir, halves=halves, statistic=design.statistic,
+                                  progress=shown)
     comps = decide(measured[BASE], measured[HEAD], design.threshold, design.alpha, design.confidence,
                    metric=design.metric, thresholds=design.thresholds)
     # Counts repeat: measuring them again decides nothing new.
@@ -266,8 +271,9 @@ def compare(sides: Mapping[str, Side], design: Design, json_dir: Path, log: Call
     if names:
         log(f"{len(names)} undecided: measuring them again, {design.recheck_rounds} rounds")
         again_sides = {k: Side(s.tree, tuple(recheck_args(s.args, names)), s.label, s.python, s.env) for k, s in sides.items()}
-        again = measure_rounds(round_orders(design.recheck_rounds, design.seed + 1), again_sides, "recheck",
-                               json_dir=json_dir, halves=halves, statistic=design.statistic, log=log)
+        with progress(design.recheck_rounds, "A/B recheck") as shown:
+            again = measure_rounds(round_orders(design.recheck_rounds, design.seed + 1), again_sides, "recheck",
+                                   json_dir=json_dir, halves=halves, statistic=design.statistic, progress=shown)
         outcome.comparisons = decide_with_recheck(measured, again, names, design.threshold, design.alpha,
                                                   design.confidence, design.thresholds)
         outcome.rechecked, outcome.again = names, again
@@ -332,7 +338,8 @@ def run(opts: argparse.Namespace) -> int:
             sides = {BASE: Side(trees[BASE], (*opts.pytest_args, *opts.base_args), base_label),
                      HEAD: Side(trees.get(HEAD, repo), (*opts.pytest_args, *opts.head_args), head_label)}
             log(f"base {base_label}; head {head_label}; {opts.rounds} rounds, {resolve_mode(opts.mode)}")
-            outcome = compare(sides, design, json_dir, log)
+            outcome = compare(sides, design, json_dir, log, lambda steps, label: Progress(steps, label, log,
+                                                                                        live=sys.stderr.isatty()))
     header = meta(outcome, design, sides, opts.pytest_args)
     if opts.base_args or opts.head_args:
         header["pytest args, one side"] = (f"base: {shlex.join(opts.base_args) or '-'}; "

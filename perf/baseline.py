@@ -202,8 +202,9 @@ class SavedGate:
         return result.with_note(gate.join_notes(note, drift_note))
 
     def probe_changes(self, measured: Mapping[str, object]) -> list[str]:
-        """This run's roofline probes against the baseline's, as the machine's state: reported, never used to
-        adjust a verdict. ``measured``: {name: perf.measured.Measured} of this run."""
+        """This run's roofline probes against the baseline's, as the machine's state, where they moved by
+        ``PROBE_NOTE`` or more: reported, never used to adjust a verdict. ``measured``: {name:
+        perf.measured.Measured} of this run."""
         lines = []
         for name, m in measured.items():
             base = self.baseline.results.get(name)
@@ -214,10 +215,9 @@ class SavedGate:
             change = before / now - 1  # of the rate: a probe's time per call falls as its rate rises
             what = "copy bandwidth" if stage == "peak_copy" else "peak matmul rate"
             bound = "memory-bound" if stage == "peak_copy" else "compute-bound"
-            line = f"{what} of {base.backend} {change:+.0%} against the baseline"
             if abs(change) >= PROBE_NOTE:
-                line += f": {bound} results may read {'slow' if change < 0 else 'fast'}"
-            lines.append(line)
+                lines.append(f"{what} of {base.backend} {change:+.0%} against the baseline: {bound} results may read "
+                             f"{'slow' if change < 0 else 'fast'}")
         return lines
 
     def unmatched(self, measured: Mapping[str, Sequence[float]], collected: Sequence[str]) -> list[gate.Comparison]:

@@ -86,9 +86,15 @@ def _reference_step(problem: Problem) -> tuple:
     return reference.train(values["x"], values["y"], values["w1"], values["w2"], problem.lr, 1)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _values(problem: Problem) -> dict[str, np.ndarray]:
     return check.intermediates(problem)
+
+
+def prepare(case: Case) -> None:
+    """Make (and keep) the host data ``bind`` will need for ``case``: a zygote does it once for all its forks."""
+    if case.stage not in PROBES:
+        _values(case.problem)
 
 
 def bind(case: Case) -> Bound:

@@ -21,6 +21,7 @@ from . import ab, command, gate, revisions
 from .cli import git
 from .errors import UsageError
 from .metric import Metric
+from .progress import Progress
 from .rounds import BASE, HEAD, Side
 
 # Each side's process measures only the suspected benchmarks, and only its minimum counts: a tenth of
@@ -65,7 +66,8 @@ def baseline_plugins(saved_command: object) -> list[str]:
 
 def by_ab(names: Sequence[str], *, repo: Path, rootdir: Path, commit: str, base_args: Sequence[str],
           head_args: Sequence[str], settings_args: Sequence[str], metric: Metric, threshold: float,
-          thresholds: Mapping[str, float], log: Callable[[str], None]) -> Confirmation:
+          thresholds: Mapping[str, float], log: Callable[[str], None],
+          progress: Callable[[int, str], Progress] | None = None) -> Confirmation:
     """An A/B of ``names`` (node ids), the baseline's ``commit`` against the working tree, each side with its
     own passed-through options; the verdicts marked with what decided them."""
     top = revisions.toplevel(repo)
@@ -77,7 +79,7 @@ def by_ab(names: Sequence[str], *, repo: Path, rootdir: Path, commit: str, base_
         with revisions.checked_out(top, {BASE: commit}, Path(tmp)) as trees:
             sides = {BASE: Side(trees[BASE] / within, (*base_args, *common), f"the baseline's commit {commit[:12]}"),
                      HEAD: Side(rootdir, (*head_args, *common), "this run's code")}
-            outcome = ab.compare(sides, design, Path(tmp), log)
+            outcome = ab.compare(sides, design, Path(tmp), log, progress)
     how = (f"A/B against the baseline's commit {commit[:12]}: {design.rounds} rounds "
            f"({outcome.mode}){', and a recheck' if outcome.rechecked else ''}")
     evidence = f"A/B vs {commit[:10]}"

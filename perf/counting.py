@@ -33,6 +33,7 @@ from . import callgrind, command, machine, measured, zygote
 from .cases import PROBES, Case, bind
 from .measured import Measured, ProcessResult
 from .metric import Metric
+from .progress import Progress
 
 # Calls counted per benchmark and process (and uninstrumented warm-up calls before them), fewer from
 # HEAVY_FLOPS a call, and the most work a counted call may do: under callgrind a call runs several
@@ -109,10 +110,9 @@ class CountingZygotes:
     metric: Metric
     rootdir: Path
     args: Sequence[str]                  # the session's settings and the options children take as they are
-    log: Callable[[str], None] = print
     check_path: Callable[[dict[str, str]], None] = lambda path: None   # told each zygote's code path; may refuse it
 
-    def measure(self, cases: Mapping[str, Case], *, label: str = "") -> dict[str, Measured]:
+    def measure(self, cases: Mapping[str, Case], progress: Progress, *, label: str = "") -> dict[str, Measured]:
         """Count ``cases`` ({node id: Case}); CallgrindError or MeasureError on the first failure."""
         by_backend: dict[str, list[str]] = {}
         for name, case in cases.items():
@@ -132,11 +132,13 @@ class CountingZygotes:
                     self.check_path(path["code_path"])
                     for name in names:
                         for _ in range(self.processes):
+                            progress.step(f"{backend}: {name.rpartition('::')[2]}")
                             (reply,) = z.request({"name": name})
                             value = reply["info"][self.metric.value]
                             measured.gather(found, [ProcessResult(name, (value,), 1, reply["info"])])
-                self.log(f"{backend}{' ' + label if label else ''}: {len(names)} benchmarks counted {self.processes} "
-                         f"time(s) each, a fresh process each, in {time.perf_counter() - start:.1f} s")
+                progress.finished(f"{backend}{' ' + label if label else ''}: {len(names)} benchmarks counted "
+                                  f"{self.processes} time(s) each, a fresh process each, in "
+                                  f"{time.perf_counter() - start:.1f} s")
         return found
 
     def _argv(self, backend: str, names: Sequence[str], dumps: Path) -> list[str]:

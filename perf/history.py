@@ -22,10 +22,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gate, steps, trend
-from .cli import PASS, REGRESSION, Parser, UsageError, positive_int, run_main
+from . import gate, paths, steps, trend
+from .cli import PASS, REGRESSION, Parser, positive_int, run_main
+from .errors import UsageError
+from .metric import Metric
 from .render import format_change, format_value, md_escape
-from .results import Metric, Run, check_writable, load_run, readable_runs, write_json
+from .results import Run, load_run, readable_runs, write_json
 
 PROG = "python -m perf.history"
 DEFAULT_STORAGE = ".benchmarks"
@@ -368,8 +370,9 @@ def _history(argv: list[str]) -> int:
     select = trend.keyword(args.keyword) if args.keyword is not None else (lambda name: True)
     storage = storage_folder(args.storage)
     for option, path in (("--markdown", args.markdown), ("--json", args.json)):
-        if path:
-            check_writable(path, option)
+        why = paths.unwritable(path) if path else ""
+        if why:
+            raise UsageError(f"{option} {str(path)!r}: {why}")
     files = trend.storage_files(storage)
     skipped: list[str] = []
     runs = list(readable_runs(files, skipped))

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 _limits = None  # keeps threadpoolctl's limits in force for the whole run
 # Every BLAS/OpenMP pool's thread variable: set for libraries loaded later and for child processes.
@@ -160,6 +161,21 @@ def code_path() -> dict[str, str]:
         if pool["user_api"] == "blas":
             path[f"blas {pool['internal_api']}"] = pool.get("architecture") or pool.get("threading_layer") or "?"
     return dict(sorted(path.items()))
+
+
+def last_level_cache() -> int:
+    """Bytes of this CPU's last-level cache (0 where it cannot be read): data that fits there is not moved
+    through memory, so a share of the memory bandwidth means little for it."""
+    for index in (3, 2):
+        try:
+            text = Path(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size").read_text().strip()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:].upper(), 1)
+        digits = text.rstrip("KkMm")
+        if digits.isdigit():
+            return int(digits) * scale
+    return 0
 
 
 def cpu_model() -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import MeasureError
+from .progress import Progress
 from .statistic import DEFAULT, Process, summarize
 
 
@@ -106,8 +107,11 @@ class Measured:
 class Strategy(Protocol):
     """A way of measuring a selection of cases: in fresh processes, in forks of a zygote, ..."""
 
-    def measure(self, cases: Mapping[str, object], *, label: str = "process") -> dict[str, Measured]:
-        """Measure every case (``{benchmark name: perf.cases.Case}``); MeasureError, one line, on a failure."""
+    processes: int
+
+    def measure(self, cases: Mapping[str, object], progress: Progress, *, label: str = "process") -> dict[str, Measured]:
+        """Measure every case (``{benchmark name: perf.cases.Case}``) ``processes`` times, one ``progress`` step
+        per case and process; MeasureError, one line, on a failure."""
         ...
 
 

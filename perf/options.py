@@ -56,6 +56,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
                        "(its directory must exist and be writable)"),
 }
 FLAGS: dict[str, str] = {
+    "perf-stock-tables": "show pytest-benchmark's own tables (min, max, mean, ... per group) at the end of the run "
+                         "instead of the suite's summary grid",
     "perf-allow-foreign-baseline": "compare against a baseline recorded on a different machine fingerprint",
     "perf-save-failed": "save the run (--benchmark-save/--benchmark-autosave) even when some of its tests failed",
 }
@@ -108,6 +110,7 @@ class Settings:
     report_md: str
     allow_foreign_baseline: bool
     save_failed: bool
+    stock_tables: bool = False
     history: int = HISTORY             # ini perf_history: saved runs whose spread sets the drift floor
 
     def child_args(self) -> list[str]:
@@ -200,7 +203,8 @@ def settings(config: pytest.Config) -> Settings:
         confirm=confirm, baseline_window=window,
         threshold=threshold, alpha=alpha, thresholds=tuple(thresholds),
         report_json=parse("perf-report-json", _check_report_path), report_md=parse("perf-report-md", _check_report_path),
-        allow_foreign_baseline=flag("perf_allow_foreign_baseline"), save_failed=flag("perf_save_failed"), history=history,
+        allow_foreign_baseline=flag("perf_allow_foreign_baseline"), save_failed=flag("perf_save_failed"),
+        stock_tables=flag("perf_stock_tables"), history=history,
     )
 
 

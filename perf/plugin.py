@@ -95,6 +95,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     bs = pb.session(session.config)
     if bs is not None:
         pb.replace_save(bs, functools.partial(perf.save, bs))
+        perf.take_over_tables(bs)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -119,5 +120,11 @@ def pytest_benchmark_group_stats(config: pytest.Config, benchmarks, group_by):
         outcome.force_result(sorted(outcome.get_result(), key=lambda g: order.get(g[0], len(order))))
 
 
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        perf_session(items[0].config).deselected.update(item.nodeid for item in items)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     perf_session(config).report(terminalreporter)

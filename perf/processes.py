@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import command, machine, measured, zygote
-from .cases import Case, bind
+from .cases import Case, bind, prepare
 from .errors import MeasureError
 from .measure import Plan
 from .measured import Measured, ProcessResult
+from .progress import Progress
 from .timers import timer_for
 
 PROGRESS_ENV = "PERF_CHILD_PROGRESS"  # a file the child appends each benchmark's node id to as it starts it
@@ -90,13 +91,13 @@ class ForkedProcesses:
     rootdir: Path
     cwd: Path
     threads: int
-    log: Callable[[str], None] = print
 
-    def measure(self, cases: Mapping[str, object], *, label: str = "process") -> dict[str, Measured]:
-        """Measure ``cases`` ({node id relative to rootdir: Case}); MeasureError on the first failure."""
+    def measure(self, cases: Mapping[str, object], progress: Progress, *, label: str = "process") -> dict[str, Measured]:
+        """Measure ``cases`` ({node id relative to rootdir: Case}), each benchmark of each process in a child
+        forked for it; MeasureError on the first failure."""
         argv = command.pytest_perf([*self.args, "--perf-processes=1", "--capture=no", "-p", "no:xdist"],
                                    select=[f"{self.rootdir}/{name}" for name in cases], rootdir=self.rootdir)
-        share = self.budget.share(self.processes)
+        share = dataclasses.asdict(self.budget.share(self.processes))
         found: dict[str, Measured] = {}
         with tempfile.TemporaryDirectory(prefix="perf-fork-") as tmp:
             env = measuring_env(self.threads, **{zygote.SERVE_ENV: "time"})
@@ -104,25 +105,29 @@ class ForkedProcesses:
                 for k in range(1, self.processes + 1):
                     where = f"{label} {k}/{self.processes}"
                     start = time.perf_counter()
-                    try:
-                        replies = z.request({"names": list(cases), "budget": dataclasses.asdict(share)})
-                    except MeasureError as exc:
-                        raise MeasureError(f"{where}: {exc}") from None
-                    measured.gather(found, [ProcessResult.from_dict(r, where) for r in replies])
-                    self.log(f"{where}: {len(replies)} benchmarks in {time.perf_counter() - start:.1f} s")
+                    for name in cases:
+                        progress.step(f"{where}: {name.rpartition('::')[2]}")
+                        try:
+                            (reply,) = z.request({"name": name, "budget": share})
+                        except MeasureError as exc:
+                            raise MeasureError(f"{where}, while measuring {name}: {exc}") from None
+                        measured.gather(found, [ProcessResult.from_dict(reply, where)])
+                    progress.finished(f"{where}: {len(cases)} benchmarks in {time.perf_counter() - start:.1f} s")
         return found
 
 
 def serve_times(cases: Mapping[str, Case], timer_mode: str) -> None:
-    """Serve measuring processes from this zygote: ``{"names": [...], "budget": {...}}`` is answered, in a
-    fresh fork, with one result per benchmark, measured in the order named (as a fresh process would)."""
+    """Serve measuring from this zygote: ``{"name": N, "budget": {...}}`` is answered, in a child forked
+    for it, with N measured as a fresh process measures it (calibrated, warmed up, its rounds)."""
+    for case in cases.values():
+        prepare(case)  # the host data every child would make again: made once, here, before the forks
 
     def handle(request: dict, send: zygote.Send) -> None:
         budget = Budget(**request["budget"])
-        for name in request["names"]:
-            bound = bind(cases[name])
-            plan = Plan(bound, timer_for(bound.backend, timer_mode), budget.min_time, budget.max_time, budget.min_rounds)
-            send(ProcessResult(name, tuple(plan.measure()), plan.iterations).as_dict())
+        name = request["name"]
+        bound = bind(cases[name])
+        plan = Plan(bound, timer_for(bound.backend, timer_mode), budget.min_time, budget.max_time, budget.min_rounds)
+        send(ProcessResult(name, tuple(plan.measure()), plan.iterations).as_dict())
 
     zygote.serve(handle)
 
@@ -137,9 +142,8 @@ class FreshProcesses:
     rootdir: Path
     cwd: Path
     threads: int
-    log: Callable[[str], None] = print
 
-    def measure(self, cases: Mapping[str, object], *, label: str = "process") -> dict[str, Measured]:
+    def measure(self, cases: Mapping[str, object], progress: Progress, *, label: str = "process") -> dict[str, Measured]:
         """Measure ``cases`` ({node id relative to rootdir: Case}); MeasureError on the first failure."""
         nodeids = [f"{self.rootdir}/{name}" for name in cases]
         found: dict[str, Measured] = {}
@@ -148,33 +152,50 @@ class FreshProcesses:
             for k in range(1, self.processes + 1):
                 where = f"{label} {k}/{self.processes}"
                 start = time.perf_counter()
-                results = self._one(work, k, nodeids, where)
+                results = self._one(work, k, nodeids, where, progress)
                 measured.gather(found, results)
-                self.log(f"{where}: {len(results)} benchmarks in {time.perf_counter() - start:.1f} s")
+                progress.finished(f"{where}: {len(results)} benchmarks in {time.perf_counter() - start:.1f} s")
         return found
 
-    def _one(self, work: Path, k: int, nodeids: Sequence[str], where: str) -> list[measured.ProcessResult]:
-        sent, progress, output = work / f"{k}.results", work / f"{k}.progress", work / f"{k}.log"
+    def _one(self, work: Path, k: int, nodeids: Sequence[str], where: str,
+             progress: Progress) -> list[measured.ProcessResult]:
+        sent, started, output = work / f"{k}.results", work / f"{k}.progress", work / f"{k}.log"
         # --capture=no: what a crashing child writes to its stderr reaches its log, and the one-line error.
         share = self.budget.share(self.processes)
         cmd = command.pytest_perf(["--capture=no", *self.args, *share.args(), "--perf-processes=1"],
                                   select=nodeids, rootdir=self.rootdir, storage=work / "storage")
-        env = measuring_env(self.threads, **{PROGRESS_ENV: str(progress), RESULTS_ENV: str(sent)})
+        env = measuring_env(self.threads, **{PROGRESS_ENV: str(started), RESULTS_ENV: str(sent)})
+        shown = 0
+
+        def follow() -> None:  # one progress step for each benchmark the child started since the last look
+            nonlocal shown
+            names = _lines(started)
+            for nodeid in names[shown:]:
+                progress.step(f"{where}: {nodeid.rpartition('::')[2]}")
+            shown = len(names)
+
         with open(output, "w", encoding="utf-8", errors="replace") as out:
-            rc = _run(cmd, self.cwd, env, out)
+            rc = _run(cmd, self.cwd, env, out, follow)
         if rc not in CHILD_OK:
-            raise MeasureError(_failure(where, rc, progress, output))
+            raise MeasureError(_failure(where, rc, started, output))
         results = measured.read(sent, where)
         if not results:
-            raise MeasureError(_failure(where, rc, progress, output))
+            raise MeasureError(_failure(where, rc, started, output))
         return results
 
 
-def _run(cmd: list[str], cwd: Path, env: Mapping[str, str], out) -> int:
-    """The child's exit status; Ctrl-C in the parent stops the child too, then goes on up."""
+def _run(cmd: list[str], cwd: Path, env: Mapping[str, str], out, poll: Callable[[], None]) -> int:
+    """The child's exit status, ``poll`` called while it runs; Ctrl-C in the parent stops the child too, then goes on up."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
     try:
-        return proc.wait()
+        while True:
+            try:
+                rc = proc.wait(timeout=0.25)
+            except subprocess.TimeoutExpired:
+                poll()
+                continue
+            poll()
+            return rc
     except BaseException:
         proc.kill()
         proc.wait()

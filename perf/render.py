@@ -43,6 +43,14 @@ def format_value(value: float | None, metric: Metric | str = Metric.TIME) -> str
     return format_time(value) if Metric(metric) is Metric.TIME else format_count(value)
 
 
+def format_share(share: float) -> str:
+    """A fraction of peak as a percentage: 0.5 -> '50%', 0.034 -> '3.4%', below 0.01% -> '<0.01%'."""
+    percent = 100 * share
+    if percent < 0.01:
+        return "<0.01%"
+    return f"{percent:.2g}%" if percent < 10 else f"{percent:.0f}%"
+
+
 def format_change(ratio: float | None) -> str:
     return "-" if ratio is None else f"{(ratio - 1) * 100:+.1f}%"
 

@@ -16,12 +16,13 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import command, machine, results
 from .errors import UsageError
+from .progress import Progress
 from .statistic import summarize
 
 BASE, HEAD = "base", "head"
@@ -105,11 +106,12 @@ def _finish(name: str, rnd: int, started, json_path: Path, side: Side) -> float:
 
 
 def measure_rounds(orders: Sequence[tuple[str, str]], sides: Mapping[str, Side], prefix: str, *, json_dir: Path,
-                   halves: tuple[set[int], set[int]] | None, statistic: str, log: Callable[[str], None]) -> Rounds:
+                   halves: tuple[set[int], set[int]] | None, statistic: str, progress: Progress) -> Rounds:
     """Run one round per entry of `orders` (duet when `halves` is given); {side: one dict per round}.
     Each process's JSON is written as json_dir/PREFIX-NN-SIDE.json."""
     rounds: Rounds = {BASE: [], HEAD: []}
     for rnd, order in enumerate(orders, 1):
+        progress.step(f"{prefix} {rnd}/{len(orders)}")
         walls = []
         paths = {name: json_dir / f"{prefix}-{rnd:02d}-{name}.json" for name in order}
         for path in paths.values():
@@ -131,7 +133,7 @@ def measure_rounds(orders: Sequence[tuple[str, str]], sides: Mapping[str, Side],
                 walls.append(f"{name} {wall:.1f} s")
         for name in order:
             rounds[name].append(read_round(paths[name], statistic))
-        log(f"{prefix} {rnd}/{len(orders)}: {', '.join(walls)}")
+        progress.finished(f"{prefix} {rnd}/{len(orders)}: {', '.join(walls)}")
     if not any(rounds[BASE]) and not any(rounds[HEAD]):
         raise UsageError("no benchmark results on either side "
                          "(nothing selected, or benchmarks disabled by -n or --benchmark-disable?)")

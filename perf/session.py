@@ -32,11 +32,12 @@ from . import (
     results,
     revisions,
     roofline,
+    summary,
     zygote,
 )
 from .baseline import SavedGate, check_comparable, choose, pooled
 from .callgrind import valgrind_problem
-from .cases import Bound, Case, bind
+from .cases import PROBES, Bound, Case, bind
 from .counting import CountingZygotes
 from .counting import serve as serve_counts
 from .errors import BaselineError, MeasureError, UsageError
@@ -45,7 +46,9 @@ from .measured import Measured, ProcessResult, Strategy
 from .options import Settings, settings
 from .params import case_of, threshold_for
 from .processes import Budget, ForkedProcesses, FreshProcesses, serve_times
+from .progress import Progress
 from .statistic import median
+from .summary import Cell
 from .timers import timer_for
 
 # Exit codes of `pytest perf` beyond pytest's own (0 pass, 1 failed, 2 interrupted, 3 internal
@@ -77,6 +80,8 @@ class PerfSession:
     verdicts: dict[str, gate.Comparison] = field(default_factory=dict)  # decided on processes, before the tests
     threshold_source: str = ""            # set when --benchmark-compare-fail gave the threshold
     counted_path: dict[str, str] = field(default_factory=dict)       # the code path the counting processes ran
+    shown: dict[str, tuple[Case, float, dict]] = field(default_factory=dict)  # name -> (case, the gate's value, extra_info)
+    deselected: set[str] = field(default_factory=set)                # node ids -k/-m left out
 
     @classmethod
     def configure(cls, config: pytest.Config) -> PerfSession:
@@ -197,17 +202,30 @@ class PerfSession:
         if terminal is not None:
             terminal.write_line(f"perf: {line}")
 
+    def _warn(self, line: str) -> None:
+        """A warning on a line of its own (never glued to pytest's progress dots)."""
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.ensure_newline()
+            terminal.write_line(f"perf: warning: {line}", yellow=True)
+
     def _strategy(self, cases: dict[str, Case]) -> Strategy:
         s, args = self.settings, self.config.invocation_params.args
         passed = [*command.passed_through(args), *s.child_args()]
         rootdir, cwd = self.config.rootpath, self.config.invocation_params.dir
         if s.metric.counted:
-            return CountingZygotes(s.processes, s.metric, rootdir, passed, self._log, check_path=self._check_code_path)
+            return CountingZygotes(s.processes, s.metric, rootdir, passed, check_path=self._check_code_path)
         budget = Budget(*pb.config_limits(self.config))
         on_cpu = all(kernels.backend(c.backend).device_name == "cpu" for c in cases.values())
         if s.launch == "fork" or (s.launch == "auto" and on_cpu):
-            return ForkedProcesses(s.processes, budget, passed, rootdir, cwd, s.threads, self._log)
-        return FreshProcesses(s.processes, budget, passed, rootdir, cwd, s.threads, self._log)
+            return ForkedProcesses(s.processes, budget, passed, rootdir, cwd, s.threads)
+        return FreshProcesses(s.processes, budget, passed, rootdir, cwd, s.threads)
+
+    def _progress(self, steps: int, label: str) -> Progress:
+        """A live bar where the output is a terminal and pytest is not quiet; one line per step elsewhere."""
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        live = terminal is not None and terminal.isatty() and self.config.get_verbosity() >= 0
+        return Progress(steps, label, self._log, live=live)
 
     def _check_code_path(self, path: dict[str, str]) -> None:
         """A counted baseline is compared only with counts of the same code path (BaselineError otherwise)."""
@@ -246,14 +264,17 @@ class PerfSession:
             how = "forked from one zygote" if isinstance(strategy, ForkedProcesses) else "fresh"
             self._log(f"measuring {len(cases)} benchmarks in {s.processes} processes ({how}), one after the other")
         try:
-            self.in_processes = strategy.measure(cases)
+            with self._progress(len(cases) * strategy.processes, "measuring") as progress:
+                self.in_processes = strategy.measure(cases, progress)
             again = self._judge_processes()
             if self.gate is not None:
                 self.gate.machine_state = tuple(self.gate.probe_changes(self.in_processes))
             if again and not self._confirm_by_ab(again):
                 self._log(f"{len(again)} undecided or regressed: {'counting' if s.metric.counted else 'measuring'} them "
                           f"in {s.processes} more processes")
-                for name, m in strategy.measure({name: cases[name] for name in again}, label="again").items():
+                with self._progress(len(again) * strategy.processes, "again") as progress:
+                    more = strategy.measure({name: cases[name] for name in again}, progress, label="again")
+                for name, m in more.items():
                     self.in_processes[name].per_process += m.per_process
                 self._judge_processes(again, note=f"measured again in {s.processes} more processes",
                                       evidence="re-measured processes")
@@ -290,7 +311,8 @@ class PerfSession:
                                  base_args=confirm.baseline_plugins(self.gate.baseline.header.get("command")),
                                  head_args=command.passed_through(self.config.invocation_params.args),
                                  settings_args=s.child_args(), metric=s.metric, threshold=s.threshold,
-                                 thresholds={n: self.thresholds.get(n, s.threshold) for n in names}, log=self._log)
+                                 thresholds={n: self.thresholds.get(n, s.threshold) for n in names}, log=self._log,
+                                 progress=self._progress)
         except UsageError as exc:  # the baseline's commit does not run here (another environment, a broken tree)
             self.gate.confirmation = f"measured again in more processes: the A/B against the baseline's commit " \
                                      f"failed ({str(exc).splitlines()[0][:300]})"
@@ -334,6 +356,8 @@ class PerfSession:
         if per_process:
             benchmark.extra_info["processes"] = [dataclasses.asdict(p) for p in per_process]
         benchmark.extra_info.update(counts)  # per call: instructions, branches, mispredicts, cache misses, cycles
+        value = min(m.values()) if per_process and not self.settings.metric.counted else median(samples)
+        self.shown[name] = (case, value, dict(benchmark.extra_info))
         if processes.results_file():  # a child of FreshProcesses: its parent reads this
             measured.append(processes.results_file(), ProcessResult(name, tuple(samples), iterations))
         self._finished(name, samples, verdict, item)
@@ -373,7 +397,7 @@ class PerfSession:
         }
         if self.failed:
             output_json["perf"]["failed tests"] = sorted(self.failed)  # saved only with --perf-save-failed
-        roofline.add_shares([b.get("extra_info", {}) for b in output_json["benchmarks"]])
+        roofline.add_shares([b.get("extra_info", {}) for b in output_json["benchmarks"]], machine.last_level_cache())
 
     def save(self, bs, output_json: dict, name: str) -> None:
         """Save a run whole or not at all, under the next free number, never replacing a file (results.save_new).
@@ -388,6 +412,15 @@ class PerfSession:
             return
         pb.info(bs, f"Saved benchmark data in: {path}")
 
+    def take_over_tables(self, bs) -> None:
+        """pytest-benchmark's own tables give way to the summary, unless --perf-stock-tables asks for them; for
+        counts they lose the OPS column (their header still says 'time': the run says what the values are)."""
+        if not self.settings.stock_tables:
+            pb.hide_tables(bs)
+        elif self.settings.metric.counted:
+            pb.drop_column(bs, "ops")
+            self._log(f"pytest-benchmark's tables below head their values 'time' in 's': they are {self.settings.metric.unit}")
+
     def withhold_save(self, session: pytest.Session, exitstatus: int) -> None:
         """A partial or failed run is not saved: it must never become the baseline the next compare picks."""
         bs = pb.session(self.config)
@@ -399,11 +432,11 @@ class PerfSession:
             pb.cancel_save(bs)
             why = ("interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else
                    f"stopped early ({stopped if isinstance(stopped, str) else f'exit status {exitstatus}'})")
-            pb.warn(bs, f"Not saving benchmark data: the run was {why}.")
+            self._warn(f"not saving benchmark data: the run was {why}")
         elif self.failed and not self.settings.save_failed:
             pb.cancel_save(bs)
-            pb.warn(bs, f"Not saving benchmark data: {len(self.failed)} test(s) failed, and a failed run must not "
-                        "become a baseline (--perf-save-failed saves it anyway, marked in its 'perf' header).")
+            self._warn(f"not saving benchmark data: {len(self.failed)} test(s) failed, and a failed run must not become a "
+                       "baseline (--perf-save-failed saves it anyway, marked in its 'perf' header)")
 
     # ------------------------------------------------------------------ the end
 
@@ -417,21 +450,23 @@ class PerfSession:
             session.exitstatus = EXIT_ENVIRONMENT
 
     def report(self, tr) -> None:
-        """The gate's table, and the reports --perf-report-json/-md ask for (written with no baseline too)."""
+        """The summary (one grid per size, the roofline, the gate's decisions, the verdict last) and the reports
+        --perf-report-json/-md ask for (written with no baseline too)."""
         bs = pb.session(self.config)
-        if not self.compare_asked or bs is None or bs.disabled:
+        if bs is None or bs.disabled:
             return
-        tr.section("perf gate")
-        if self.gate is None:
-            nothing = (f"No baseline to compare with in {self.storage}: nothing was gated. "
-                       "Save one first: pytest perf --benchmark-autosave (or --benchmark-save=NAME).")
-            tr.write_line(nothing)
-            # The reports are still written (a CI step reads them): no rows, and why.
-            rows, meta = [], {"mode": "saved baseline", "baseline": "none", "gated": nothing}
-        else:
-            rows = [*self.comparisons, *self.gate.unmatched(self.measured, self.collected)]
-            meta = self.gate.meta(self.threads)
-            for line in render.to_text(rows, meta).splitlines():
+        rows, meta = self._verdicts()
+        summarized = bool(self.shown) and not self.settings.stock_tables
+        if summarized:
+            tr.section("perf")
+            for line in self._summary(rows, meta):
+                tr.write_line(line)
+        if not self.compare_asked:
+            return
+        if not summarized or self.config.get_verbosity() > 0:  # every benchmark's row: -v
+            tr.section("perf gate")
+            text = render.to_text(rows, meta) if self.gate is not None else meta["gated"]
+            for line in text.splitlines():
                 tr.write_line(line)
         s = self.settings
         try:
@@ -442,6 +477,45 @@ class PerfSession:
                     fh.write(render.to_markdown(rows, meta))
         except OSError as exc:
             self.errors.append(f"the gate's report could not be written: {exc.strerror or exc} ({exc.filename})")
+
+    def _verdicts(self) -> tuple[list[gate.Comparison], dict]:
+        """Every benchmark's verdict (NEW and MISSING rows too), and how they were decided."""
+        if self.gate is None:
+            if not self.compare_asked:
+                return [], {}
+            nothing = (f"No baseline to compare with in {self.storage}: nothing was gated. "
+                       "Save one first: pytest perf --benchmark-autosave (or --benchmark-save=NAME).")
+            return [], {"mode": "saved baseline", "baseline": "none", "gated": nothing}
+        return [*self.comparisons, *self.gate.unmatched(self.measured, self.collected)], self.gate.meta(self.threads)
+
+    def _summary(self, rows: list[gate.Comparison], meta: dict) -> list[str]:
+        infos = {name: dict(info) for name, (_, _, info) in self.shown.items()}
+        roofline.add_shares(list(infos.values()), machine.last_level_cache())
+        verdicts = {c.name: c for c in rows}
+        cells = []
+        for name, (case, value, _) in self.shown.items():
+            info = infos[name]
+            rate = ""
+            if case.stage in PROBES and not self.settings.metric.counted:
+                rate = (f"{info['gflops']:#.3g}".rstrip(".") + " GFLOP/s" if case.stage == "peak_matmul"
+                        else f"{info['gbps']:#.3g}".rstrip(".") + " GB/s")
+            cells.append(Cell(case.problem.name, case.problem.shape, case.stage, case.backend, value, self.settings.metric,
+                              info.get("peak_share"), bool(info.get("in_cache")), rate, verdicts.get(name)))
+        backends = list(dict.fromkeys(c.backend for c in cells))
+        s = self.settings
+        if s.metric.counted:
+            label = f"the mean of {s.processes} counted process(es)" if s.processes > 1 else "counted once"
+        elif self.in_processes is not None:
+            label = f"the fastest of {s.processes} processes' minima"
+        else:
+            label = "the median of one process's rounds"
+        not_selected = sum(1 for c in rows if c.verdict == gate.MISSING and c.name in self.deselected)
+        compared = [c for c in rows if not (c.verdict == gate.MISSING and c.name in self.deselected)]
+        lines = summary.render(cells, backends, compared if self.compare_asked and self.gate is not None else None, meta,
+                               not_selected, label)
+        if self.compare_asked and self.gate is None:
+            lines += ["", meta["gated"]]
+        return lines
 
 
 def _checked(case: Case) -> Bound:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from . import machine, steps
 from .errors import UsageError
-from .processes import STATISTIC
-from .results import Metric, Result, Run, saved_files
+from .metric import Metric
+from .results import Result, Run, saved_files
+from .statistic import DEFAULT as STATISTIC
 
 NO_FINGERPRINT = "no-fingerprint"  # the machine of runs saved without the suite's fingerprint
 _EARLIEST = datetime.min.replace(tzinfo=timezone.utc)

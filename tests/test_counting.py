@@ -103,10 +103,14 @@ def test_a_stage_is_counted_saved_and_compared_unchanged(tmp_path):
     assert info["instructions"] == r.samples[0] > 1000 and info["cycles"] >= info["instructions"]
     again = pytest_perf(*RELU, "--benchmark-compare", storage_option(tmp_path))
     assert again.rc == 0, again.output
-    assert "evidence: counts per call" in again.section("perf gate")
+    assert "gate: saved baseline, counts per call: 1 process(es) of the baseline against 1" in again.section("perf")
     timed = pytest_perf(*RELU[:2], "--perf-backend", "numpy", "--perf-size", "seed", "-k", "relu", "--perf-processes", "1",
-                        "--benchmark-compare", storage_option(tmp_path))
+                        f"--benchmark-compare={path}", storage_option(tmp_path))
     assert_one_line_error(timed, "holds instructions and this run measures time")
+    bare = pytest_perf(*RELU[:2], "--perf-backend", "numpy", "--perf-size", "seed", "-k", "relu", "--perf-processes", "1",
+                       "--benchmark-compare", storage_option(tmp_path))
+    assert bare.rc == 0 and f"passed over 1 newer saved run(s) not comparable with this one: {path.name} (instructions)" \
+        in bare.output, bare.output
 
 
 def test_the_cycle_estimate_is_judged_against_its_own_larger_noise():

@@ -86,7 +86,7 @@ def test_a_baseline_number_that_does_not_exist_is_a_usage_error(good, tmp_path):
 
 def test_bare_compare_skips_a_damaged_newest_run_naming_it_and_gates_on_the_one_before(good, tmp_path):
     storage = store_with(tmp_path, {"0001_base.json": json.dumps(good).encode(), "0002_base.json": b"{not json"})
-    run = pytest_perf(*ONE_BACKEND, "--perf-threshold", "1000%", storage_option(storage), "--benchmark-compare")
+    run = pytest_perf(*ONE_BACKEND, "--perf-threshold", "1000%", storage_option(storage), "--benchmark-compare", "-v")
     assert run.rc == 0, run.output
     assert f"skipped an unreadable saved run: {storage / MACHINE / '0002_base.json'}: not pytest-benchmark JSON" \
         in run.output
@@ -101,7 +101,7 @@ def test_a_save_that_fails_is_one_line_exit_6_with_the_results_and_reports_writt
                       f"--perf-report-md={out['md']}", f"--junitxml={out['junit']}")
     assert run.rc == 6, run.output
     assert "Traceback" not in run.output and "INTERNALERROR" not in run.output
-    assert len(run.outcomes()["PASSED"]) == 10 and "nothing was gated" in run.section("perf gate")
+    assert len(run.outcomes()["PASSED"]) == 10 and "nothing was gated" in run.section("perf")
     errors = [line for line in run.lines() if line.startswith("perf: error:")]
     assert errors == [f"perf: error: the run could not be saved in {tmp_path / 'a-file' / 'storage'}/"
                       f"{errors[0].rsplit('/', 1)[-1].split(':')[0]}: Not a directory"], run.output

@@ -53,7 +53,19 @@ def test_the_suite_records_its_own_samples_as_pytest_benchmark_stats():
 def test_the_session_still_sets_every_attribute_the_adapter_uses():
     source = inspect.getsource(BenchmarkSession.__init__)
     missing = [a for a in pb.SESSION_ATTRIBUTES if f"self.{a} =" not in source]
+    missing += [m for m in pb.SESSION_METHODS if not callable(getattr(BenchmarkSession, m, None))]
     assert not missing, f"pytest-benchmark's BenchmarkSession no longer sets {missing}: update perf/pb.py"
+
+
+def test_the_tables_can_be_hidden_and_lose_a_column():
+    bs = SimpleNamespace(display=lambda tr: tr.append("table"), columns=["min", "max", "ops", "rounds"])
+    pb.drop_column(bs, "ops")
+    assert bs.columns == ["min", "max", "rounds"]
+    shown: list[str] = []
+    bs.display(shown)
+    pb.hide_tables(bs)
+    bs.display(shown)
+    assert shown == ["table"]
 
 
 def test_saving_goes_through_the_suite_and_cancelling_it_works():

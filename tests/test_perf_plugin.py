@@ -297,7 +297,7 @@ def saved(shared) -> SimpleNamespace:
     """The first run on this machine: --benchmark-compare finds nothing, --benchmark-autosave saves it."""
 
     def first_run(folder: Path) -> Run:
-        return pytest_perf(*FAST, *CPU, *NO_ROOFLINE, "-rA", "--benchmark-autosave", "--benchmark-compare",
+        return pytest_perf(*FAST, *CPU, *NO_ROOFLINE, "-rA", "-v", "--benchmark-autosave", "--benchmark-compare",
                            storage_option(folder / "storage"))
 
     run = run_once(shared, "saved", first_run)
@@ -335,7 +335,7 @@ def compared(constructed, shared) -> SimpleNamespace:
     out = shared / "compared"
 
     def compare(folder: Path) -> Run:
-        return pytest_perf(*FAST, *CPU, *NO_ROOFLINE, *HUGE, "-rA", "--benchmark-compare", storage_option(constructed),
+        return pytest_perf(*FAST, *CPU, *NO_ROOFLINE, *HUGE, "-rA", "-v", "--benchmark-compare", storage_option(constructed),
                            f"--junitxml={folder / 'junit.xml'}", f"--perf-report-json={folder / 'gate.json'}",
                            f"--perf-report-md={folder / 'gate.md'}")
 
@@ -473,7 +473,7 @@ def test_the_verdicts_are_written_as_json_and_markdown(compared):
 def compared_with_compare_fail(constructed, shared) -> Run:
     # Only the two constructed benchmarks: at 10% an unchanged one could regress on noise.
     return run_once(shared, "compare_fail", lambda folder: pytest_perf(
-        *FAST, "--perf-backend", "numpy", "-k", "(hidden or grad_w1) and not stage_out", "-rA", "--benchmark-compare",
+        *FAST, "--perf-backend", "numpy", "-k", "(hidden or grad_w1) and not stage_out", "-rA", "-v", "--benchmark-compare",
         "--benchmark-compare-fail=median:10%", storage_option(constructed)))
 
 
@@ -497,7 +497,7 @@ def test_bonferroni_counts_only_the_benchmarks_compared_in_this_run(compared_wit
 def test_an_unchanged_run_passes_and_a_second_save_adds_a_file(saved, tmp_path):
     storage = copy_storage(saved.storage, tmp_path / "storage")
     before = saved_files(storage)
-    run = pytest_perf(*FAST, *CPU, *NO_ROOFLINE, *HUGE, "-rA", "--benchmark-compare", "--benchmark-autosave",
+    run = pytest_perf(*FAST, *CPU, *NO_ROOFLINE, *HUGE, "-rA", "-v", "--benchmark-compare", "--benchmark-autosave",
                       storage_option(storage))
     assert run.rc == 0, run.output
     assert set(run.outcomes()["PASSED"]) == CPU_NODES
@@ -517,7 +517,7 @@ def test_an_interrupted_run_saves_nothing_and_says_so(saved, tmp_path):
                       storage_option(storage))
     assert run.rc == pytest.ExitCode.INTERRUPTED, run.output
     assert "KeyboardInterrupt" in run.output
-    assert "Not saving benchmark data: the run was interrupted." in run.output
+    assert "perf: warning: not saving benchmark data: the run was interrupted" in run.output
     assert saved_files(storage) == before
     assert not list(storage.rglob(".partial-*"))
 
@@ -534,12 +534,18 @@ def test_a_run_stopped_by_maxfail_is_not_saved_either(tmp_path):
 
 
 @slow
-def test_a_baseline_from_another_cpu_is_refused_with_one_line(saved, tmp_path):
+def test_a_baseline_from_another_cpu_is_refused_with_one_line_and_passed_over_by_bare_compare(saved, tmp_path):
     storage = copy_storage(saved.storage, tmp_path / "storage")
     edit_saved_run(storage, lambda data: data["machine_info"]["perf_fingerprint"].update(cpu="Another CPU 9000"))
-    run = pytest_perf(*FAST, *CPU, "-k", "relu", "--benchmark-compare", storage_option(storage))
+    (path,) = storage.rglob("*.json")
+    run = pytest_perf(*FAST, *CPU, "-k", "relu", f"--benchmark-compare={path}", storage_option(storage))
     assert_one_line_error(run, "ERROR: the baseline ", f" was recorded on a different machine (cpu: 'Another CPU 9000' -> "
                                f"{machine.cpu_model()!r}); ", "--perf-allow-foreign-baseline", "--benchmark-autosave")
+    bare = pytest_perf(*FAST, *CPU, "-k", "relu", "--benchmark-compare", storage_option(storage))
+    assert bare.rc == 0, bare.output
+    assert f"perf: warning: passed over 1 newer saved run(s) not comparable with this one: {path.name} (another machine " \
+           "fingerprint)" in bare.output
+    assert "No baseline to compare with" in bare.output
 
 
 @slow
@@ -549,7 +555,7 @@ def test_a_foreign_baseline_is_compared_when_allowed(saved, tmp_path):
     # one line instead.
     storage = copy_storage(saved.storage, tmp_path / "storage")
     edit_saved_run(storage, lambda data: data["machine_info"]["perf_fingerprint"].update(threads={"torch": 4}))
-    run = pytest_perf(*FAST, *CPU, *HUGE, "-k", "relu", "-rA", "--benchmark-compare", "--perf-allow-foreign-baseline",
+    run = pytest_perf(*FAST, *CPU, *HUGE, "-k", "relu", "-rA", "-v", "--benchmark-compare", "--perf-allow-foreign-baseline",
                       storage_option(storage))
     assert run.rc == 0, run.output
     relu = {n for n in CPU_NODES if "relu" in n}

@@ -157,10 +157,12 @@ def test_children_get_the_parent_s_plugins_and_ini_overrides_and_nothing_else():
 
 
 @slow
-def test_a_run_in_processes_saves_their_statistics_readable_by_pytest_benchmark(tmp_path):
-    run = pytest_perf(*TINY_FAST, "--perf-processes", "2", "--benchmark-autosave", "-rA", storage_option(tmp_path))
+@pytest.mark.parametrize(("launch", "how"), [("fork", "forked from one zygote"), ("fresh", "fresh")])
+def test_a_run_in_processes_saves_their_statistics_readable_by_pytest_benchmark(tmp_path, launch, how):
+    run = pytest_perf(*TINY_FAST, "--perf-processes", "2", "--perf-launch", launch, "--benchmark-autosave", "-rA",
+                      storage_option(tmp_path))
     assert run.rc == 0, run.output
-    assert "perf: measuring 4 benchmarks in 2 fresh processes" in run.output
+    assert f"perf: measuring 4 benchmarks in 2 processes ({how}), one after the other" in run.output
     assert "perf: process 1/2: 4 benchmarks in " in run.output and "perf: process 2/2: 4 benchmarks in " in run.output
     (saved,) = tmp_path.rglob("*.json")
     loaded = results.load_run(saved)
@@ -174,36 +176,57 @@ def test_a_run_in_processes_saves_their_statistics_readable_by_pytest_benchmark(
     again = pytest_perf(*TINY_FAST, "--perf-processes", "2", "--benchmark-compare", "-rA", "--perf-threshold", "1000%",
                         storage_option(tmp_path))
     assert again.rc == 0, again.output
-    assert "evidence: processes: 2 of the baseline against 2 of this run" in again.section("perf gate")
+    assert "gate: saved baseline, processes: 2 of the baseline against 2 of this run" in again.section("perf")
 
 
 CRASH = '''
 import os
-import pytest
+import kernels.numpy_ as numpy_
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item):
-    if os.environ.get("PERF_CHILD") == "1" and "relu" in item.nodeid:
+relu = numpy_.relu
+
+def crashing_relu(h, out=None):
+    if os.environ.get("PERF_CHILD") == "1":  # a measuring process, never the parent that checks
         os.write(2, b"the child is going down now\\n")
         os.{how}
+    return relu(h, out=out)
+
+numpy_.relu = crashing_relu
 '''
 
 
 @slow
 @pytest.mark.parametrize(("how", "said"), [("_exit(3)", "exited 3"), ("kill(os.getpid(), 9)", "was killed by signal 9")])
-def test_a_child_that_fails_or_is_killed_is_one_line_and_nothing_is_saved(tmp_path, how, said):
+def test_a_fresh_child_that_fails_or_is_killed_is_one_line_and_nothing_is_saved(tmp_path, how, said):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "perf_crash_child.py").write_text(CRASH.format(how=how))
     env = child_env(PYTHONPATH=f"{Path(__file__).resolve().parents[1]}:{plugins}")
     storage = tmp_path / "storage"
-    run = pytest_perf(*TINY_FAST, "--perf-processes", "2", "-p", "perf_crash_child", "--benchmark-autosave",
-                      storage_option(storage), env=env)
+    run = pytest_perf(*TINY_FAST, "--perf-processes", "2", "--perf-launch", "fresh", "-p", "perf_crash_child",
+                      "--benchmark-autosave", storage_option(storage), env=env)
     assert run.rc == 6, run.output
     (line,) = [line for line in run.lines() if "process 1/2 " in line]
     assert f"process 1/2 {said} while measuring " in line and "relu-numpy]" in line
     if "exited" in said:
         assert "the child is going down now" in line
+    assert "Traceback" not in run.output
+    assert not list(storage.rglob("*.json"))
+
+
+@slow
+@pytest.mark.parametrize(("how", "said"), [("_exit(3)", "exit status 3"), ("kill(os.getpid(), 9)", "signal 9")])
+def test_a_forked_child_that_dies_is_one_line_naming_the_benchmark_and_nothing_is_saved(tmp_path, how, said):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "perf_crash_child.py").write_text(CRASH.format(how=how))
+    env = child_env(PYTHONPATH=f"{Path(__file__).resolve().parents[1]}:{plugins}")
+    storage = tmp_path / "storage"
+    run = pytest_perf(*TINY_FAST, "--perf-processes", "2", "--perf-launch", "fork", "-p", "perf_crash_child",
+                      "--benchmark-autosave", storage_option(storage), env=env)
+    assert run.rc == 6, run.output
+    (line,) = [line for line in run.lines() if "process 1/2" in line and "died" in line]
+    assert f"the measuring child died ({said})" in line and "relu-numpy]" in line
     assert "Traceback" not in run.output
     assert not list(storage.rglob("*.json"))
 

@@ -16,7 +16,7 @@ from kernels.problem import DEFAULT_DTYPE, STEP_FORMS
 from .. import forms
 from ..forms import Check, Target
 from ..metric import Metric
-from ..render import format_time, format_value, md_escape
+from ..render import format_share, format_time, format_value, md_escape
 from .load import NOISY_IQR, Entry, Merged, shape_text
 from .tables import DEFAULT_BASELINE, STEP, Cell, Crossover, Table, kind, order_backends, shows_forms, step_forms
 
@@ -31,14 +31,6 @@ def format_speedup(ratio: float) -> str:
     if ratio < 1:
         return f"{ratio:#.2g}x"
     return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x" if ratio < 100 else f"{ratio:.0f}x"
-
-
-def format_share(share: float) -> str:
-    """A fraction of peak as a percentage: 0.5 -> '50%', 0.034 -> '3.4%', below 0.01% -> '<0.01%'."""
-    percent = 100 * share
-    if percent < 0.01:
-        return "<0.01%"
-    return f"{percent:.2g}%" if percent < 10 else f"{percent:.0f}%"
 
 
 def format_rate(value: float, unit: str) -> str:
