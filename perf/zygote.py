@@ -31,7 +31,6 @@ from .errors import MeasureError
 SERVE_ENV = "PERF_SERVE"            # set in a zygote: what it serves ("time" or "count")
 FDS_ENV = "PERF_SERVE_FDS"          # set in a zygote: its request and reply descriptors, "R,W"
 REQUESTS_FD, REPLIES_FD = 10, 11    # where the zygote finds them (below valgrind's own, above the folders)
-EOF_STATUS = 3                      # a child's exit status when the requests have ended
 MAX_LINE = 1 << 20                  # bytes of one request line
 
 Send = Callable[[dict], None]
@@ -64,34 +63,31 @@ def _sender(fd: int) -> Send:
 
 
 def serve(handler: Handler) -> None:
-    """The zygote's loop: fork; the child reads one request, answers it through ``handler(request, send)``
-    and ends it with ``{"end": true}`` (or ``{"error": "one line"}``), then exits. Returns when the
-    requests end. What the zygote holds is frozen out of the children's garbage collections."""
+    """The zygote's loop: read one request, fork; the child answers it through ``handler(request, send)``,
+    ends it with ``{"end": true}`` (or ``{"error": "one line"}``) and exits. Returns when the requests
+    end. What the zygote holds is frozen out of the children's garbage collections."""
     requests, replies = (int(fd) for fd in os.environ[FDS_ENV].split(","))
     gc.collect()
     gc.freeze()
     while True:
+        line = _read_line(requests)
+        if not line.strip():
+            return
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
-                line = _read_line(requests)
-                if not line.strip():
-                    status = EOF_STATUS
-                else:
-                    send = _sender(replies)
-                    try:
-                        handler(json.loads(line), send)
-                        send({"end": True})
-                    except Exception as exc:  # noqa: BLE001 - any failure is a reply, never a dead zygote
-                        send({"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:1000]})
-                    status = 0
+                send = _sender(replies)
+                try:
+                    handler(json.loads(line), send)
+                    send({"end": True})
+                except Exception as exc:  # noqa: BLE001 - any failure is a reply, never a dead zygote
+                    send({"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:1000]})
+                status = 0
             finally:
                 os._exit(status)
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
-        if code == EOF_STATUS:
-            return
         if code != 0:
             why = f"signal {-code}" if code < 0 else f"exit status {code}"
             _sender(replies)({"error": f"the measuring child died ({why}) before it finished"})

@@ -4,56 +4,58 @@ what `python -m perf.calibrate` does on a real machine, not a test)."""
 from __future__ import annotations
 
 import json
-import statistics
-
-import pytest
 
 from perf import calibrate
 
-META = {"machine": "test box", "started": "2026-11-27 09:00", "minutes": 12.0, "command": "python -m perf.calibrate",
-        "reps": 1, "rounds": 16, "sequential": False, "statistic": "min", "recheck_rounds": 32}
+META = {"machine": "test box", "started": "2026-12-03 09:00", "minutes": 75.0, "command": "python -m perf.calibrate",
+        "commit": "abc1234567", "reps": 2, "copies": 2}
 
 
-def row(name: str, verdict: str) -> dict:
-    return {"name": f"perf/test_stages.py::test_stage[{name}]", "verdict": verdict}
+def row(name: str, verdict: str, ratio: float = 1.0, evidence: str = "saved processes") -> dict:
+    return {"name": f"perf/test_stages.py::test_stage[{name}]", "verdict": verdict, "ratio": ratio, "evidence": evidence}
 
 
-def results() -> dict[str, list]:
-    det = [row("seed-relu-numpy", "regressed"), row("seed-relu-torch-cpu", "unchanged"),
-           row("compute-grad_w1-numpy", "regressed"), row("compute-grad_w1-torch-cpu", "regressed"),
-           row("seed-loss-numpy", "unchanged")]
-    naive = [{"name": r["name"], "ratio": 1.2} for r in det]
-    return {"ab_aa": [row("seed-hidden-numpy", "unchanged"), row("seed-relu-numpy", "regressed")],
-            "ab_aa_naive": [{"name": "x", "ratio": 1.05}, {"name": "y", "ratio": 1.11}],
-            "ab_det": det, "ab_det_naive": naive, "sb_aa": [], "sb_aa_naive": [], "sb_det": [], "sb_det_naive": [],
-            "aa_runs": [{"wall": 180.0, "recheck": "32 more rounds of the 1 undecided benchmark(s), order seed 1"}],
-            "det_runs": [{"wall": 90.0, "recheck": "none needed"}]}
+def run(kind: str, rc: int, rows: list[dict], wall: float = 120.0, at: str = "10:00") -> dict:
+    return {"kind": kind, "name": kind, "rc": rc, "wall": wall, "rows": rows, "at": at, "confirmation": "",
+            "confirmed": sum(r["evidence"].startswith("A/B") for r in rows)}
 
 
-def test_winsorized_sd_pulls_the_ends_in():
-    values = [0.0, 0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01, 3.0, -3.0]  # 10 values: the 2 at each end pulled in
-    expected = statistics.stdev([0.0, 0.01, -0.01, 0.01, -0.01, 0.0, 0.01, -0.01, 0.01, -0.01])
-    assert calibrate.winsorized_sd(values) == pytest.approx(expected)
-    assert calibrate.winsorized_sd(values) < statistics.stdev(values) / 50
+def results() -> dict:
+    aa = [run("aa", 0, [row("seed-relu-numpy", "unchanged"), row("compute-hidden-numpy", "unchanged")], at="10:00"),
+          run("aa", 1, [row("seed-relu-numpy", "regressed", 1.2, "A/B vs abc"), row("compute-hidden-numpy", "unchanged")],
+              wall=300.0, at="11:05")]
+    inject = [run("inject", 1, [row("seed-relu-numpy", "regressed", 1.5, "A/B vs abc"),
+                                row("seed-relu-torch-cpu", "regressed", 1.48, "A/B vs abc"),
+                                row("compute-grad_w1-numpy", "unchanged", 1.04)]) for _ in range(2)]
+    real = [run("real", 1, [row("compute-relu_backward-numpy", "regressed", 1.2, "A/B vs abc")]),
+            run("real", 0, [row("compute-relu_backward-numpy", "inconclusive", 1.07)])]
+    return {"runs": [*aa, *inject, *real]}
 
 
-def test_render_counts_flags_per_mode_backend_and_recheck(tmp_path):
-    text = "\n".join(calibrate.render(results(), META, tmp_path))
-    assert "Machine: test box. Started 2026-11-27 09:00 UTC, took 12 min." in text
-    assert "per-process min, recheck 32 rounds" in text
-    assert "| 1/2 (50.0%) | 1/2 (50.0%) |" in text  # A/A: one flagged by the gate, one past 10% plainly
-    assert "| relu +25% at seed (microseconds) | A/B | 1/2 (50.0%) | numpy 1/1, torch-cpu 0/1 | 2/2 (100.0%) |" in text
-    assert "| grad_w1 +10% at compute | A/B | 2/2 (100.0%) | numpy 1/1, torch-cpu 1/1 |" in text
-    assert "3.0 to 3.0 min per run, recheck included (needed in 1 of 1 runs)" in text
-    assert "(recheck needed in 0 of 1 runs)" in text
+def test_render_counts_failed_runs_flags_per_target_and_cost():
+    text = "\n".join(calibrate.render(results(), META))
+    assert "Machine: test box. 2026-12-03 09:00 UTC, 75 min. Commit abc1234567." in text
+    assert "| 2 | 1 | 1 | 4 | 1 | 10:00, 11:05 |" in text  # A/A: one failed run, one benchmark regressed
+    assert "| relu +50% at seed | `seed-relu-numpy` | 2/2 | +50%, +50% |" in text
+    assert "| relu +50% at seed | `seed-relu-torch-cpu` | 2/2 | +48%, +48% |" in text
+    assert "| grad_w1 +10% at compute | `compute-grad_w1-numpy` | 0/2 | +4%, +4% |" in text
+    assert "`compute-relu_backward-torch-cpu` | 0/2 | -, - |" in text  # not in these runs: never flagged
+    assert "numpy at compute | `compute-relu_backward-numpy` | 1/2 | +20%, +7% |" in text
+    assert "- unchanged code: 2.0 to 5.0 min (median 5.0) a run; benchmarks confirmed by an A/B per run: 0, 1" in text
 
 
 def test_render_reads_the_summary_back_and_refuses_a_workdir_without_one(tmp_path, capsys):
-    (tmp_path / "summary.json").write_text(json.dumps({"meta": META, "results": results()}))
+    (tmp_path / "summary.json").write_text(json.dumps({**results(), "meta": META}))
     out = tmp_path / "gate.md"
     assert calibrate.main(["--render", "--workdir", str(tmp_path), "--out", str(out)]) == 0
-    assert out.read_text().startswith("# The gate, measured")
+    assert out.read_text().startswith("## Saved-baseline gate on the default selection")
     capsys.readouterr()
     assert calibrate.main(["--render", "--workdir", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--render: no calibration summary in" in err[0]
+    assert len(err) == 1 and "--render: no finished calibration in" in err[0]
+
+
+def test_a_workdir_in_use_is_refused(tmp_path, capsys):
+    (tmp_path / "something").write_text("")
+    assert calibrate.main(["--workdir", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
