@@ -93,8 +93,22 @@ def _values(problem: Problem) -> dict[str, np.ndarray]:
 
 def prepare(case: Case) -> None:
     """Make (and keep) the host data ``bind`` will need for ``case``: a zygote does it once for all its forks."""
-    if case.stage not in PROBES:
+    if case.stage in PROBES:
+        _probe_host(case.stage, case.problem)
+    else:
         _values(case.problem)
+
+
+@functools.lru_cache(maxsize=4)
+def _probe_host(stage: str, problem: Problem) -> tuple[np.ndarray, ...]:
+    """A probe's host arrays: the copy's source and destination, or the matmul's two operands."""
+    if stage == "peak_copy":
+        # What is copied does not change how fast: a constant, not 64 M normal draws (seconds, in every process).
+        a = np.full((problem.N, problem.D_in), 1.5, dtype=problem.dtype)
+        return a, np.zeros_like(a)
+    rng = np.random.default_rng(problem.seed)
+    return (rng.standard_normal((problem.N, problem.D_in)).astype(problem.dtype),
+            rng.standard_normal((problem.D_in, problem.H)).astype(problem.dtype))
 
 
 def bind(case: Case) -> Bound:
@@ -246,21 +260,17 @@ def _bind_step(b: kernels.Backend, values: dict[str, np.ndarray], problem: Probl
 
 
 def _bind_probe(b: kernels.Backend, stage: str, problem: Problem) -> Bound:
-    rng = np.random.default_rng(problem.seed)
     if stage == "peak_copy":
-        # What is copied does not change how fast: a constant, not 64 M normal draws (seconds, in every process).
-        a = np.full((problem.N, problem.D_in), 1.5, dtype=problem.dtype)
-        src, dst = b.asarray(a), b.asarray(np.zeros_like(a))
+        a, zeros = _probe_host(stage, problem)
+        src, dst = b.asarray(a), b.asarray(zeros)
 
         def verify() -> str | None:
             b.raw.copy(dst, src)
             return None if np.array_equal(b.to_numpy(dst), a) else "the copy differs from its source"
 
         return Bound(b, b.raw.copy, (dst, src), None, verify)
-    a = rng.standard_normal((problem.N, problem.D_in)).astype(problem.dtype)
-    src = b.asarray(a)
-    w = rng.standard_normal((problem.D_in, problem.H)).astype(problem.dtype)
-    weights, out = b.asarray(w), b.asarray(np.zeros((problem.N, problem.H), problem.dtype))
+    a, w = _probe_host(stage, problem)
+    src, weights, out = b.asarray(a), b.asarray(w), b.asarray(np.zeros((problem.N, problem.H), problem.dtype))
 
     def verify_matmul() -> str | None:
         b.raw.hidden(src, weights, out=out)

@@ -44,10 +44,13 @@ def plan(call_s: float, *, min_round_s: float, max_time_s: float, min_rounds: in
 
 
 def calibrate(bound: Bound, timer: Callable[[], float], min_round_s: float) -> float:
-    """Seconds per call, from rounds grown until one lasts ``min_round_s`` (doubles as warm-up)."""
+    """Seconds per call, from rounds grown until one lasts ``min_round_s`` (doubles as warm-up). A call that
+    alone lasts a round is timed twice, not three times: the plan needs its size, not its best time."""
     iterations = 1
     while True:
-        elapsed = min(time_round(bound, timer, iterations) for _ in range(3))
+        first = time_round(bound, timer, iterations)
+        tries = 1 if first >= min_round_s and iterations == 1 else 2
+        elapsed = min([first, *(time_round(bound, timer, iterations) for _ in range(tries))])
         if elapsed >= min_round_s or bound.setup or iterations >= 1 << 20:
             return elapsed / iterations
         iterations *= 10 if elapsed < min_round_s / 10 else 2
@@ -59,17 +62,26 @@ def rounds(bound: Bound, timer: Callable[[], float], count: int, iterations: int
 
 
 class Plan:
-    """How one benchmark is timed in this process: calibrated once, then any number of rounds."""
+    """How one benchmark is timed in this process: calibrated once (or given the time of a call another
+    process calibrated), then any number of rounds."""
 
-    def __init__(self, bound: Bound, timer: Callable[[], float], min_time: float, max_time: float, min_rounds: int) -> None:
+    def __init__(self, bound: Bound, timer: Callable[[], float], min_time: float, max_time: float, min_rounds: int,
+                 call_s: float | None = None) -> None:
         self.bound, self.timer = bound, timer
         min_round_s = max(min_time, 100 * timer_overhead(timer))
-        call_s = calibrate(bound, timer, min_round_s)
-        self.rounds, self.iterations = plan(call_s, min_round_s=min_round_s, max_time_s=max_time, min_rounds=min_rounds,
-                                            can_loop=bound.setup is None)
+        self.call_s = calibrate(bound, timer, min_round_s) if call_s is None else call_s
+        self.rounds, self.iterations = plan(self.call_s, min_round_s=min_round_s, max_time_s=max_time,
+                                            min_rounds=min_rounds, can_loop=bound.setup is None)
 
-    def measure(self, count: int | None = None) -> list[float]:
-        """Warm-up rounds (a tenth, at least one, discarded), then ``count`` (default: the plan's) rounds."""
+    def measure(self, count: int | None = None, warm_up: bool = True) -> list[float]:
+        """Warm-up rounds (a tenth, at least one, discarded; none where the caller warmed the code up), then
+        ``count`` (default: the plan's) rounds."""
         count = self.rounds if count is None else count
-        rounds(self.bound, self.timer, max(1, count // 10), self.iterations)
+        if warm_up:
+            rounds(self.bound, self.timer, max(1, count // 10), self.iterations)
         return rounds(self.bound, self.timer, count, self.iterations)
+
+
+def warm_up(bound: Bound) -> None:
+    """One call, discarded: what a first call initialises (library state, caches, lazily made objects)."""
+    bound.target(*(bound.setup()[0] if bound.setup else bound.args))

@@ -19,6 +19,7 @@ fails is one line naming the benchmark it was measuring and its last line of out
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
 import re
@@ -32,7 +33,7 @@ from pathlib import Path
 from . import command, machine, measured, zygote
 from .cases import Case, bind, prepare
 from .errors import MeasureError
-from .measure import Plan
+from .measure import Plan, warm_up
 from .measured import Measured, ProcessResult
 from .progress import Progress
 from .timers import timer_for
@@ -44,6 +45,7 @@ RESULTS_ENV = "PERF_CHILD_RESULTS"    # a file the child appends each benchmark'
 CHECKED_ENV = "PERF_CHECKED_BY_PARENT"
 PROGRESS_LINE = re.compile(r"[.sFExX]+( *\[ *\d+%\])?")
 CHILD_OK = (0, 7)                     # a child's exit codes that still give results: pass, a failed check
+OWN_ROUND = 0.01                      # seconds: a call this long is a round of its own, whatever the plan
 
 
 def is_child() -> bool:
@@ -68,8 +70,9 @@ class Budget:
     min_rounds: int
 
     def share(self, processes: int) -> Budget:
-        """Each process's share: max_time / P, and enough rounds that P processes still add up to min_rounds."""
-        return Budget(self.max_time / processes, self.min_time, max(3, math.ceil(self.min_rounds / processes)))
+        """Each process's share: max_time / P, and enough rounds (two at least) that P processes still add up to
+        min_rounds."""
+        return Budget(self.max_time / processes, self.min_time, max(2, math.ceil(self.min_rounds / processes)))
 
     def args(self) -> list[str]:
         return [f"--benchmark-max-time={self.max_time!r}", f"--benchmark-min-time={self.min_time!r}",
@@ -98,6 +101,7 @@ class ForkedProcesses:
         argv = command.pytest_perf([*self.args, "--perf-processes=1", "--capture=no", "-p", "no:xdist"],
                                    select=[f"{self.rootdir}/{name}" for name in cases], rootdir=self.rootdir)
         share = dataclasses.asdict(self.budget.share(self.processes))
+        calls: dict[str, float] = {}  # name -> seconds a call, as the first process calibrated it
         found: dict[str, Measured] = {}
         with tempfile.TemporaryDirectory(prefix="perf-fork-") as tmp:
             env = measuring_env(self.threads, **{zygote.SERVE_ENV: "time"})
@@ -108,9 +112,10 @@ class ForkedProcesses:
                     for name in cases:
                         progress.step(f"{where}: {name.rpartition('::')[2]}")
                         try:
-                            (reply,) = z.request({"name": name, "budget": share})
+                            (reply,) = z.request({"name": name, "budget": share, "call_s": calls.get(name)})
                         except MeasureError as exc:
                             raise MeasureError(f"{where}, while measuring {name}: {exc}") from None
+                        calls.setdefault(name, reply.pop("call_s"))
                         measured.gather(found, [ProcessResult.from_dict(reply, where)])
                     progress.finished(f"{where}: {len(cases)} benchmarks in {time.perf_counter() - start:.1f} s")
         return found
@@ -118,16 +123,30 @@ class ForkedProcesses:
 
 def serve_times(cases: Mapping[str, Case], timer_mode: str) -> None:
     """Serve measuring from this zygote: ``{"name": N, "budget": {...}}`` is answered, in a child forked
-    for it, with N measured as a fresh process measures it (calibrated, warmed up, its rounds)."""
-    for case in cases.values():
-        prepare(case)  # the host data every child would make again: made once, here, before the forks
+    for it, with N measured in that child: bound to arrays of its own, calibrated (by the first process
+    only: later ones are given its time per call), its rounds timed. Before the first fork the zygote
+    makes every case's host data and calls every case once, discarding it: what a first call initialises
+    in the libraries is done once for all children, which then need no warm-up round of their own."""
+    first_call: dict[str, float] = {}
+    for name, case in cases.items():
+        prepare(case)
+        bound = bind(case)
+        start = time.perf_counter()
+        warm_up(bound)
+        first_call[name] = time.perf_counter() - start
+    gc.collect()
 
     def handle(request: dict, send: zygote.Send) -> None:
         budget = Budget(**request["budget"])
         name = request["name"]
         bound = bind(cases[name])
-        plan = Plan(bound, timer_for(bound.backend, timer_mode), budget.min_time, budget.max_time, budget.min_rounds)
-        send(ProcessResult(name, tuple(plan.measure()), plan.iterations).as_dict())
+        # Calibrated by the first process only (later ones are given its time per call); a call so long that
+        # one is a round and the budget allows few takes the zygote's warm-up call for its size.
+        call_s = request.get("call_s") or (first_call[name] if first_call[name] >= OWN_ROUND else None)
+        plan = Plan(bound, timer_for(bound.backend, timer_mode), budget.min_time, budget.max_time, budget.min_rounds,
+                    call_s=call_s)
+        samples = plan.measure(warm_up=False)
+        send({**ProcessResult(name, tuple(samples), plan.iterations).as_dict(), "call_s": plan.call_s})
 
     zygote.serve(handle)
 

@@ -144,7 +144,8 @@ def test_a_damaged_processes_record_in_a_baseline_is_one_line_naming_the_field()
 
 def test_each_process_gets_its_share_of_the_time_budget():
     share = Budget(max_time=0.5, min_time=1e-4, min_rounds=10).share(5)
-    assert share == Budget(0.1, 1e-4, 3) and Budget(0.5, 1e-4, 30).share(5).min_rounds == 6
+    assert share == Budget(0.1, 1e-4, 2) and Budget(0.5, 1e-4, 30).share(5).min_rounds == 6
+    assert Budget(0.5, 1e-4, 10).share(6).min_rounds == 2  # never one round a process
 
 
 def test_children_get_the_parent_s_plugins_and_ini_overrides_and_nothing_else():
@@ -184,9 +185,11 @@ import os
 import kernels.numpy_ as numpy_
 
 relu = numpy_.relu
+calls = [0]
 
 def crashing_relu(h, out=None):
-    if os.environ.get("PERF_CHILD") == "1":  # a measuring process, never the parent that checks
+    calls[0] += 1  # the second call of a process that measures: a zygote calls it once before it forks
+    if os.environ.get("PERF_CHILD") == "1" and calls[0] >= 2:  # never the parent that checks
         os.write(2, b"the child is going down now\\n")
         os.{how}
     return relu(h, out=out)
