@@ -28,16 +28,17 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from perf import results
+from perf import machine, results
 from perf.errors import ResultsError, UsageError
 from perf.results import Run
 
 ROOT_VARIABLE = "RUNNER_BASELINE_DIR"
 DEFAULT_ROOT = "~/.relu-perf-baselines"
-KEEP = 5  # saved runs kept per class and machine (the plugin's perf_history reads 5)
+KEEP = 100  # saved runs kept per class and machine by default: the history perf.history reads
+MIGRATED = 5  # snapshots of the earlier layout moved into the storage
 PARTIAL = ".partial-"  # results.save_new's temporary files: what a killed save leaves
 OLD_POINTER, OLD_SNAPSHOTS = "current", "snapshots"  # the layout before the storage (migrated once)
 
@@ -157,12 +158,29 @@ class Store:
         for path in self.runs_dir(key).glob(PARTIAL + "*"):
             path.unlink(missing_ok=True)
 
-    def prune(self, key: str, keep: int = KEEP) -> list[Path]:
-        """Delete all but the newest ``keep`` saved runs; the deleted ones."""
-        old = self.saved(key)[:-keep] if keep > 0 else self.saved(key)
+    def prune(self, key: str, keep: int = KEEP, protect: Collection[str] = ()) -> list[Path]:
+        """Delete all but the newest ``keep`` saved runs, never one in ``protect`` (a run a step of the history
+        points at); the deleted ones."""
+        kept = {str(Path(p).resolve()) for p in protect}
+        old = [p for p in (self.saved(key)[:-keep] if keep > 0 else self.saved(key)) if str(p.resolve()) not in kept]
         for path in old:
             path.unlink(missing_ok=True)
         return old
+
+    def previous_stack(self, key: str, fingerprint: Mapping) -> str | None:
+        """Another machine key of this class with this hardware and another software stack: the newest such
+        (the stack this machine ran before an upgrade), or None."""
+        found = []
+        for other in self.keys():
+            if other == key or not self.saved(other):
+                continue
+            try:
+                run = self.newest(other)
+            except ResultsError:
+                continue
+            if run is not None and run.fingerprint and machine.same_hardware(run.fingerprint, fingerprint):
+                found.append((run.datetime, other))
+        return max(found)[1] if found else None
 
     def old_layout(self, key: str) -> bool:
         return (self.key_dir(key) / OLD_SNAPSHOTS).is_dir()
@@ -184,7 +202,7 @@ class Store:
             raise StoreError(f"{kd / OLD_POINTER}: unreadable ({exc}); remove it or run python -m ci.gpu_baseline "
                                 "reset") from None
         names = sorted(p.name for p in snapshots.iterdir() if p.is_dir() and not p.name.startswith("."))
-        keep = [n for n in names if current and n <= current][-KEEP:]
+        keep = [n for n in names if current and n <= current][-MIGRATED:]
         payloads = []
         for name in keep:
             path = snapshots / name / "baseline.json"

@@ -46,16 +46,26 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from perf import command, machine, results
+from perf import command, gate, history, machine, render, results
+from perf.baseline import compare_saved
 from perf.cli import ERROR, PASS, REGRESSION, Parser, git, positive_int, run_main
 from perf.errors import ResultsError, UsageError
+from perf.metric import Metric
 
 from . import baselines, github, gpu_env, probe
 from .proc import PROJECT_ROOT, make_dir, parse_with_pytest_args, run_tee
 
 PROG = "python -m ci.gpu_baseline"
+KEEP_VARIABLE = "GPU_BASELINE_KEEP"
+STACK_VARIABLE = "PERF_FAIL_ON_STACK_CHANGE"
 MODES = ("auto", "save", "compare", "list", "reset")
-OUTPUTS = ("current.json", "gate.json", "gate.md", "outcome.json", "environment.json")
+OUTPUTS = ("current.json", "gate.json", "gate.md", "outcome.json", "environment.json", "stack-change.json",
+           "stack-change.md", "history.md", "history.json")
+
+
+def _keep_default() -> int:
+    text = os.environ.get(KEEP_VARIABLE, "")
+    return int(text) if text.strip().isdecimal() and int(text) > 0 else baselines.KEEP
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default=github.truthy(os.environ.get("PERF_ACCEPT_REGRESSION")),
                    help="report regressions but pass (default: $PERF_ACCEPT_REGRESSION)")
     p.add_argument("--pytest-args", default="", metavar="ARGS", help="pytest args as one shell-quoted string")
+    p.add_argument("--keep", type=positive_int, default=_keep_default(),
+                   help=f"saved runs kept per machine, besides those a step of the history points at (default: "
+                        f"${KEEP_VARIABLE}, else {baselines.KEEP})")
+    p.add_argument("--fail-on-stack-change", action="store_true",
+                   default=github.truthy(os.environ.get(STACK_VARIABLE)),
+                   help=f"fail when a stack change (another torch, CUDA, driver, numpy on the same hardware) makes "
+                        f"benchmarks slower (default: ${STACK_VARIABLE}; off: reported only)")
     p.add_argument("--key", help="reset: the machine key to forget (default: this machine's)")
     p.add_argument("--all", action="store_true", help="reset: every machine of the runner class")
     return p
@@ -180,8 +197,43 @@ def save(opts, store: baselines.Store, key: str, env: dict) -> tuple[str, int, s
             for path in new:  # only a complete run that passed becomes a baseline
                 path.unlink(missing_ok=True)
             return _failed(f"{problem}: nothing saved, the baseline in force is unchanged", tail)
-        store.prune(key)
-    return "saved", PASS, f"saved {len(run.results)} benchmarks as the baseline {new[-1]}", str(new[-1])
+        runs = list(results.readable_runs(store.saved(key)))
+        store.prune(key, opts.keep, protect=history.protected(runs))
+        first = not before
+    stack = _stack_change_of_saved(opts, store, key, run) if first else None
+    _history(store.key_dir(key), out)
+    message = f"saved {len(run.results)} benchmarks as the baseline {new[-1]}"
+    if stack is not None:
+        return stack[0] if stack[0] != "pass" else "saved", stack[1], f"{message}; {stack[2]}", str(new[-1])
+    return "saved", PASS, message, str(new[-1])
+
+
+def _history(storage: Path, out: Path) -> None:
+    """The machine's history after a save (trend, steps, drift, figures), for the job summary and artifacts."""
+    history.main([str(storage), "--markdown", str(out / "history.md"), "--json", str(out / "history.json"),
+                  "--figures", str(out / "history")])
+
+
+def _stack_change_of_saved(opts, store: baselines.Store, key: str, run: results.Run) -> tuple[str, int, str] | None:
+    """The first run of a new stack on this hardware, against the previous stack's newest baseline: every change
+    reported under 'stack change'; it fails the job only with --fail-on-stack-change."""
+    previous = store.previous_stack(key, run.fingerprint or {})
+    if previous is None:
+        return None
+    old = store.newest(previous)
+    rows = compare_saved(old, run, Metric.TIME.defaults.threshold if not run.metric.counted else run.metric.defaults.threshold)
+    meta = {"title": "Stack change", "mode": "saved runs of two stacks on this hardware (measured at different moments)",
+            "from": f"{previous} ({Path(old.source).name})", "to": key,
+            "stack differences": "; ".join(machine.differences(old.fingerprint or {}, run.fingerprint or {})),
+            "metric": run.metric.value}
+    out = Path(opts.out)
+    results.write_json(out / "stack-change.json", render.verdict_report(rows, meta))
+    (out / "stack-change.md").write_text(render.to_markdown(rows, meta), encoding="utf-8")
+    regressed = [c.name for c in rows if c.verdict == gate.REGRESSED]
+    line = f"stack change from {previous}: {render.summary_line(rows)}"
+    if regressed and opts.fail_on_stack_change:
+        return "stack-change", REGRESSION, line
+    return "pass", PASS, line
 
 
 def _migrate_if_free(store: baselines.Store, key: str) -> str:
@@ -202,6 +254,9 @@ def compare(opts, store: baselines.Store, key: str, fingerprint: Mapping, env: d
     baseline = store.newest(key)  # a damaged newest run is a ResultsError: exit 2, nothing measured
     storage = store.key_dir(key)
     if baseline is None:
+        previous = store.previous_stack(key, fingerprint)
+        if previous is not None:
+            return _compare_across_stacks(opts, store, previous, storage, env)
         rc, tail = run_tee(pytest_command(out, opts.pytest, opts.threads, storage), cwd=PROJECT_ROOT, env=env)
         if rc:
             return _failed(f"pytest exited with status {rc}", tail)
@@ -231,14 +286,34 @@ def compare(opts, store: baselines.Store, key: str, fingerprint: Mapping, env: d
     return _failed(f"pytest's exit status {rc} and the gate's report ({verdicts.line or 'no summary'}) disagree", tail)
 
 
-def summary_markdown(runner_class: str, mode: str, status: str, message: str, record: Mapping, gate_md: str) -> str:
+def _compare_across_stacks(opts, store: baselines.Store, previous: str, storage: Path, env: dict) -> tuple[str, int, str, str]:
+    """No baseline of this stack yet, one of the previous stack on this hardware: the run compared with it
+    (``--perf-stack-change``), every change reported as the stack change's; fails only with --fail-on-stack-change."""
+    out = Path(opts.out)
+    old = store.newest(previous)
+    cmd = pytest_command(out, [*opts.pytest, "--perf-stack-change"], opts.threads, storage, compare=Path(old.source))
+    rc, tail = run_tee(cmd, cwd=PROJECT_ROOT, env=env)
+    if rc not in (0, 1):
+        return _failed(f"pytest exited with status {rc}", tail)
+    verdicts = results.load_verdicts(out / "gate.json")
+    line = f"stack change from {previous}: {verdicts.line}"
+    if rc == 1 and opts.fail_on_stack_change and not opts.accept_regression:
+        return "stack-change", REGRESSION, line, old.source
+    return "stack-change", PASS, f"{line} (reported, not gated: set {STACK_VARIABLE} to gate it)", old.source
+
+
+def summary_markdown(runner_class: str, mode: str, status: str, message: str, record: Mapping, gate_md: str,
+                     extra_md: Sequence[str] = ()) -> str:
     heads = {"saved": "baseline saved", "pass": "no regression", "no-baseline": "no baseline yet, not gated",
+             "stack-change": "stack change: compared with the previous stack's baseline",
              "foreign-baseline": "baseline from another setup, not gated", "regression": "regression: fail",
              "accepted": "regression accepted by label", "error": "error: fail"}
     lines = [f"## GPU benchmarks, runner class `{runner_class}` ({mode}): {heads.get(status, status)}", ""]
     if message:
         lines += ["```", message.strip(), "```", ""] if "\n" in message.strip() else [message, ""]
     lines += [gpu_env.markdown(record, runner_class), ""]
+    for md in extra_md:
+        lines += [md.strip(), ""]
     if gate_md:
         lines += [gate_md.strip(), ""]
     return "\n".join(lines)
@@ -273,13 +348,15 @@ def run_measure(opts, env_vars: Mapping[str, str]) -> int:
         status, code, message = "error", ERROR, str(exc)
     except OSError as exc:  # a disk that fills up, a folder that changed under us: said, never a traceback
         status, code, message = "error", ERROR, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
-    gate_md = ""
+    gate_md, extra_md = "", []
     if written:
         results.write_json(out / "outcome.json", {"runner_class": store.runner_class, "key": key, "mode": mode,
                                                   "status": status, "exit": code, "message": message, "baseline": where})
         if (out / "gate.md").is_file():
             gate_md = (out / "gate.md").read_text(encoding="utf-8", errors="replace")
-    github.append_summary(summary_markdown(store.runner_class, mode, status, message, record, gate_md))
+        extra_md = [(out / name).read_text(encoding="utf-8", errors="replace") for name in ("stack-change.md", "history.md")
+                    if (out / name).is_file()]
+    github.append_summary(summary_markdown(store.runner_class, mode, status, message, record, gate_md, extra_md))
     github.set_outputs(**{"class": store.runner_class, "key": key, "mode": mode, "status": status,
                           "gpu": gpu_env.gpu_names(record), "driver": record.get("driver") or "",
                           "cuda": record.get("cuda_runtime") or ""})

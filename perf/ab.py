@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import command, gate, machine, render, results, revisions
+from . import command, envs, gate, machine, render, results, revisions
 from .cli import PASS, REGRESSION, Parser, UsageError, run_main, split_dashdash
 from .metric import Metric
 from .progress import Progress
@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", metavar="DIR",
                    help="keep each round's pytest-benchmark JSON here (default: a temporary directory, removed)")
     p.add_argument("--repo", metavar="DIR", default=".", help="the git repository (default: the current directory)")
+    p.add_argument("--base-env", metavar="SPEC",
+                   help="measure this checkout in two Python environments: the base side's, as requirement specifiers "
+                        "applied over the project's own (e.g. \"numpy==2.2.6\"), or a path to an environment's Python "
+                        "(default with --head-env: this environment)")
+    p.add_argument("--head-env", metavar="SPEC", help="the head side's environment, as --base-env (default with --base-env: "
+                                                      "this environment)")
     for side in (HEAD, BASE):
         p.add_argument(f"--{side}-pytest-args", default="", metavar="ARGS",
                        help=f"extra pytest args for {side} only, one string (write --{side}-pytest-args=...)")
@@ -319,6 +325,8 @@ def meta(outcome: Outcome, design: Design, sides: Mapping[str, Side], pytest_arg
 
 
 def run(opts: argparse.Namespace) -> int:
+    if opts.base_env or opts.head_env:
+        return run_environments(opts)
     repo = revisions.toplevel(opts.repo)
     base_rev = opts.base if opts.base is not None else revisions.default_base(repo)
     base_sha = revisions.resolve(repo, base_rev)
@@ -345,6 +353,51 @@ def run(opts: argparse.Namespace) -> int:
         header["pytest args, one side"] = (f"base: {shlex.join(opts.base_args) or '-'}; "
                                            f"head: {shlex.join(opts.head_args) or '-'}")
     return report(outcome, header, opts.json, opts.markdown)
+
+
+def run_environments(opts: argparse.Namespace) -> int:
+    """The same checkout (the working tree, or --head REV) measured in two environments, built first."""
+    if opts.base is not None:
+        raise UsageError("--base-env/--head-env measure one checkout in two environments: --base takes no part "
+                         "(--head REV measures a revision instead of the working tree)")
+    repo = revisions.toplevel(opts.repo)
+    log = lambda msg: print(f"perf.ab: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    built = {side: envs.prepare(spec or "current", project_root=repo, log=log)
+             for side, spec in ((BASE, opts.base_env), (HEAD, opts.head_env))}  # before anything is measured
+    for side, env in built.items():
+        log(f"{side}: {env.spec.text}: {env.description}")
+    design = Design(opts.rounds, opts.recheck_rounds, opts.statistic, opts.mode, opts.threshold, opts.alpha,
+                    opts.confidence, opts.seed, metric_of(opts.pytest_args))
+    head_sha = revisions.resolve(repo, opts.head) if opts.head is not None else None
+    checkout = revisions.describe_working_tree(repo) if head_sha is None else f"{head_sha[:12]} ({opts.head})"
+    with tempfile.TemporaryDirectory(prefix="perf-ab-") as tmp:
+        json_dir = Path(opts.workdir) if opts.workdir else Path(tmp)
+        json_dir.mkdir(parents=True, exist_ok=True)
+        with revisions.checked_out(repo, {HEAD: head_sha} if head_sha else {}, Path(tmp)) as trees:
+            tree = trees.get(HEAD, repo)
+            sides = {side: Side(tree, (*opts.pytest_args, *extra), f"{env.spec.text} ({env.description})", str(env.python))
+                     for (side, env), extra in zip(built.items(), (opts.base_args, opts.head_args))}
+            log(f"{checkout}; base {built[BASE].spec.text}; head {built[HEAD].spec.text}; {opts.rounds} rounds, "
+                f"{resolve_mode(opts.mode)}")
+            outcome = compare(sides, design, json_dir, log, lambda steps, label: Progress(steps, label, log,
+                                                                                        live=sys.stderr.isatty()))
+            fingerprints = {side: _fingerprint(json_dir / f"round-01-{side}.json") for side in (BASE, HEAD)}
+    header = meta(outcome, design, sides, opts.pytest_args)
+    header["title"] = "Performance A/B of two environments"
+    stack = machine.differences(fingerprints[BASE], fingerprints[HEAD])
+    change = "; ".join(stack) or "no difference in the fingerprint"
+    header = {"summary": render.what_changed(outcome.comparisons, f"{built[BASE].spec.text} -> {built[HEAD].spec.text}"),
+              **header, "checkout": checkout, "stack differences": change,
+              "base fingerprint": fingerprints[BASE], "head fingerprint": fingerprints[HEAD]}
+    return report(outcome, header, opts.json, opts.markdown)
+
+
+def _fingerprint(path: Path) -> dict:
+    """A side's machine fingerprint, from one of its processes' results."""
+    try:
+        return dict(results.load_run(path).fingerprint or {})
+    except results.ResultsError:
+        return {}
 
 
 def report(outcome: Outcome, header: dict, json_path: str | None, markdown_path: str | None) -> int:

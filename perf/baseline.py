@@ -109,8 +109,10 @@ def pooled(runs: Sequence[Run]) -> Run:
     return dataclasses.replace(newest, results=merged)
 
 
-def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_foreign: bool, ignore: tuple[str, ...] = ()) -> str:
-    """'' when ``run`` may be compared with this run; a warning when it is foreign but allowed;
+def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_foreign: bool, ignore: tuple[str, ...] = (),
+                     stack_change: bool = False) -> str:
+    """'' when ``run`` may be compared with this run; a warning when it is foreign but allowed (by
+    ``allow_foreign``, or by ``stack_change`` where only the software stack differs: an upgrade measured);
     BaselineError when it is foreign (or of another metric, which is never allowed)."""
     if run.metric is not metric:
         raise BaselineError(f"the baseline {run.source} holds {run.metric.value} and this run measures {metric.value}: "
@@ -121,6 +123,9 @@ def check_comparable(run: Run, fingerprint: Mapping, metric: Metric, allow_forei
         changes = machine.differences(run.fingerprint, fingerprint, ignore)
         if not changes:
             return ""
+        if stack_change and not machine.differences(run.fingerprint, fingerprint, (*ignore, *machine.STACK)):
+            return f"Stack change (--perf-stack-change): the baseline {run.source} ran on this hardware with another " \
+                   f"software stack ({'; '.join(changes)}): the changes below are the upgrade's."
         what = f"was recorded on a different machine ({'; '.join(changes)})"
     if not allow_foreign:
         raise BaselineError(f"the baseline {run.source} {what}; save a new one here with --benchmark-autosave, "
@@ -269,3 +274,19 @@ class SavedGate:
                                                   "perf_threshold markers override; never below the run-to-run drift)",
             "threads": dict(threads),
         }
+
+
+def compare_saved(old: Run, new: Run, threshold: float) -> list[gate.Comparison]:
+    """Two saved runs compared benchmark by benchmark as the saved-baseline gate compares a run: ``old`` the
+    baseline, ``new`` the run (its processes, or its rounds). Nothing is measured: they were measured at
+    different moments, which the verdicts' notes do not hide."""
+    processes = max((len(r.processes) for r in new.results.values()), default=1) or 1
+    g = SavedGate(old, threshold, 0.05, processes=processes)
+    g.select(list(new.results))
+    rows = []
+    for name, r in new.results.items():
+        values = r.per_process(STATISTIC) or ([min(r.samples)] if r.samples else [])
+        verdict = g.judge_processes(name, values, r.samples)
+        if verdict is not None:
+            rows.append(verdict.decided_by("saved runs"))
+    return [*rows, *g.unmatched({n: r.samples for n, r in new.results.items()}, list(new.results))]

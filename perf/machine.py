@@ -31,6 +31,8 @@ CHILD_ENV = "PERF_CHILD"
 # Fingerprint fields that depend on the process (which libraries it has loaded, what it pinned):
 # they are compared like every other field, but do not name the machine (``key``).
 PER_PROCESS = ("threads", "blas", "code_path")
+# Fingerprint fields of the software stack under the kernels: an upgrade changes them on the same hardware.
+STACK = ("python", "numpy", "torch", "blas", "cuda", "gpu_driver", "code_path")
 # Fingerprint fields added since runs were first saved: a saved run without one says nothing about it
 # (it is not a difference), so that runs saved before still compare.
 ADDED = ("code_path",)
@@ -268,6 +270,11 @@ def differences(saved: Mapping, current: Mapping, ignore: tuple[str, ...] = ()) 
     with ``saved`` may be compared with this run."""
     keys = sorted((set(saved) | set(current)) - set(ignore) - {k for k in ADDED if k not in saved})
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def same_hardware(saved: Mapping, current: Mapping) -> bool:
+    """The same machine but for its software stack (``STACK``): the fields that are left are equal."""
+    return not differences(saved, current, ignore=STACK)
 
 
 def key(fp: Mapping) -> str:

@@ -56,6 +56,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
                        "(its directory must exist and be writable)"),
 }
 FLAGS: dict[str, str] = {
+    "perf-stack-change": "compare against a baseline of the same hardware with another software stack (torch, numpy, "
+                         "BLAS, CUDA, driver, Python): an upgrade measured, reported as a stack change",
     "perf-stock-tables": "show pytest-benchmark's own tables (min, max, mean, ... per group) at the end of the run "
                          "instead of the suite's summary grid",
     "perf-allow-foreign-baseline": "compare against a baseline recorded on a different machine fingerprint",
@@ -111,6 +113,7 @@ class Settings:
     allow_foreign_baseline: bool
     save_failed: bool
     stock_tables: bool = False
+    stack_change: bool = False
     history: int = HISTORY             # ini perf_history: saved runs whose spread sets the drift floor
 
     def child_args(self) -> list[str]:
@@ -204,7 +207,7 @@ def settings(config: pytest.Config) -> Settings:
         threshold=threshold, alpha=alpha, thresholds=tuple(thresholds),
         report_json=parse("perf-report-json", _check_report_path), report_md=parse("perf-report-md", _check_report_path),
         allow_foreign_baseline=flag("perf_allow_foreign_baseline"), save_failed=flag("perf_save_failed"),
-        stock_tables=flag("perf_stock_tables"), history=history,
+        stock_tables=flag("perf_stock_tables"), stack_change=flag("perf_stack_change"), history=history,
     )
 
 

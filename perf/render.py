@@ -6,6 +6,7 @@ the plugin's messages, so a microsecond is spelled one way everywhere (µs).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from .gate import Comparison, Verdict, passed, percent, tally
@@ -177,3 +178,23 @@ def verdict_report(comparisons: Sequence[Comparison], meta: Mapping, extra: Mapp
         "comparisons": [c.as_dict() for c in comparisons],
         **dict(extra or {}),
     }
+
+
+def what_changed(comparisons: Sequence[Comparison], change: str) -> str:
+    """One paragraph: what ``change`` (e.g. 'numpy 2.2.6 -> 2.4.6') does to the step, then to the rest."""
+    def short(c: Comparison) -> str:
+        return c.name.rpartition("::")[2]
+
+    steps = [c for c in comparisons if "::test_step[" in c.name and c.ratio is not None]
+    rest = [c for c in comparisons if c not in steps and c.verdict in (Verdict.REGRESSED, Verdict.IMPROVED)]
+    parts = [f"{change}:"]
+    if steps:
+        parts.append("the step " + "; ".join(f"{short(c)} {change_with_interval(c)} ({c.verdict})" for c in steps) + ".")
+    for verdict, word in ((Verdict.REGRESSED, "slower"), (Verdict.IMPROVED, "faster")):
+        mine = sorted((c for c in rest if c.verdict == verdict), key=lambda c: -abs(math.log(c.ratio or 1)))
+        if mine:
+            named = ", ".join(f"{short(c)} {format_change(c.ratio)}" for c in mine[:4])
+            parts.append(f"{len(mine)} other benchmark(s) {word}: {named}{' ...' if len(mine) > 4 else ''}.")
+    unchanged = sum(c.verdict == Verdict.UNCHANGED for c in comparisons if c not in steps)
+    parts.append(f"{unchanged} other(s) unchanged.")
+    return " ".join(parts)

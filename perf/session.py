@@ -155,13 +155,15 @@ class PerfSession:
         ignore = ("code_path",) if s.metric.counted else ()  # a counted run's is known once its zygotes report it
         try:
             files = pb.saved_files(storage) if spec is True else pb.query(storage, spec)
+            # Across a stack change, software fields are not asked to match (the hardware still is).
+            stack = machine.STACK if s.stack_change else ()
             choice = choose(spec, files, self.storage, fingerprint=self.fingerprint, metric=s.metric,
                             allow_foreign=s.allow_foreign_baseline, history=s.history,
-                            across_commits=s.baseline_window == "commits", ignore=ignore)
+                            across_commits=s.baseline_window == "commits", ignore=(*ignore, *stack))
             warnings = list(choice.warnings)
             if choice.newest is not None:
                 warnings.append(check_comparable(choice.newest, self.fingerprint, s.metric, s.allow_foreign_baseline,
-                                                 ignore))
+                                                 ignore, stack_change=s.stack_change))
         except ValueError as exc:  # a spec pytest-benchmark's storage cannot read as a file, number or glob
             raise pytest.UsageError(f"--benchmark-compare={spec}: {exc}") from None
         except BaselineError as exc:
@@ -301,6 +303,9 @@ class PerfSession:
         if s.metric.counted or s.confirm != "ab":
             return False
         why = confirm.unavailable(self.config.rootpath, self.gate.commit, self.gate.baseline.dirty)
+        if not why and machine.differences(self.gate.baseline.fingerprint or {}, self.fingerprint):
+            why = ("the baseline ran on another machine or software stack: an A/B here would measure both sides "
+                   "on this one")
         if why:
             self.gate.confirmation = f"measured again in more processes: {why}"
             return False

@@ -127,13 +127,25 @@ def test_where_baselines_live(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_newest_saved_run_is_the_baseline_and_pruning_keeps_a_short_history(tmp_path: Path) -> None:
     store = baselines.Store(tmp_path / "root", "gpu")
     assert store.newest(KEY) is None and store.saved(KEY) == []
-    for i in range(baselines.KEEP + 2):
+    keep = 5
+    for i in range(keep + 2):
         save_run(store, KEY, run_doc(f"run{i}"))
         assert store.newest(KEY).source.endswith(f"{i + 1:04d}_c0ffee.json")
-    removed = store.prune(KEY)
+    removed = store.prune(KEY, keep)
     assert [p.name[:4] for p in removed] == ["0001", "0002"] and not any(p.exists() for p in removed)
-    assert labels_of(store.saved(KEY)) == [f"run{i}" for i in range(2, baselines.KEEP + 2)]
-    assert labels_of([store.newest(KEY).source]) == [f"run{baselines.KEEP + 1}"]
+    assert labels_of(store.saved(KEY)) == [f"run{i}" for i in range(2, keep + 2)]
+    assert labels_of([store.newest(KEY).source]) == [f"run{keep + 1}"]
+
+
+def test_pruning_never_drops_a_run_a_step_points_at(tmp_path: Path) -> None:
+    store = baselines.Store(tmp_path / "root", "gpu")
+    for i in range(8):
+        save_run(store, KEY, run_doc(f"run{i}"))
+    saved = store.saved(KEY)
+    removed = store.prune(KEY, 3, protect={str(saved[1])})
+    assert [p.name[:4] for p in removed] == ["0001", "0003", "0004", "0005"]
+    assert [p.name[:4] for p in store.saved(KEY)] == ["0002", "0006", "0007", "0008"]
+    assert baselines.KEEP >= 100
 
 
 def test_a_damaged_newest_run_is_an_error_not_passed_over(tmp_path: Path) -> None:
@@ -180,11 +192,11 @@ def test_the_earlier_layout_is_migrated_once_in_order(tmp_path: Path) -> None:
     # 8 snapshots; the last one was written by a save cut before it swapped the pointer: never in force
     kd = old_layout(store, KEY, names, current=names[-2])
     assert store.old_layout(KEY)
-    assert store.migrate(KEY) == baselines.KEEP
-    assert labels_of(store.saved(KEY)) == names[-1 - baselines.KEEP:-1]
+    assert store.migrate(KEY) == baselines.MIGRATED
+    assert labels_of(store.saved(KEY)) == names[-1 - baselines.MIGRATED:-1]
     assert [p.name for p in store.saved(KEY)][0] == f"0001_{names[2]}.json"
     assert sorted(p.name for p in kd.iterdir()) == [baselines.machine_id()]  # current, fingerprint.json, snapshots: gone
-    assert store.migrate(KEY) == 0 and len(store.saved(KEY)) == baselines.KEEP
+    assert store.migrate(KEY) == 0 and len(store.saved(KEY)) == baselines.MIGRATED
 
 
 def test_a_migration_cut_short_is_finished_without_duplicates(tmp_path: Path) -> None:
@@ -344,9 +356,9 @@ def test_gpu_job_saves_into_the_storage_then_compares_against_the_newest_run(gpu
 
 
 def test_gpu_job_keeps_the_newest_runs_only(gpu_job) -> None:
-    for _ in range(baselines.KEEP + 2):
-        assert gpu_job("save")[0] == PASS
-    assert [p.name[:4] for p in gpu_job.store.saved(KEY)] == [f"{i:04d}" for i in range(3, baselines.KEEP + 3)]
+    for _ in range(5 + 2):
+        assert gpu_job("save", "--keep", "5")[0] == PASS
+    assert [p.name[:4] for p in gpu_job.store.saved(KEY)] == [f"{i:04d}" for i in range(3, 5 + 3)]
     gpu_job("compare")
     assert gpu_job.fake.compared == str(gpu_job.store.saved(KEY)[-1])
 
@@ -781,3 +793,37 @@ def test_gpu_env_reads_nvidia_smi(tmp_path: Path, monkeypatch, capsys) -> None:
     capsys.readouterr()
     assert gpu_env.main([f"--out={tmp_path / 'file' / 'env.json'}"]) == ERROR
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- a stack change on the same hardware
+
+UPGRADED = {**FP, "torch": "2.14.1", "cuda": "13.0"}
+
+
+def test_a_pull_request_on_a_new_stack_is_compared_with_the_previous_stack_and_reported(gpu_job, monkeypatch) -> None:
+    assert gpu_job("save")[0] == PASS
+    old = gpu_job.store.saved(KEY)[-1]
+    record = {"gpus": [{"name": "NVIDIA H100"}], "driver": "570.1", "cuda_runtime": "13.0", "cuda_available": True}
+    monkeypatch.setattr(gpu_baseline, "read_machine", lambda opts: (dict(record), dict(UPGRADED)))
+    gpu_job.fake.fingerprint = dict(UPGRADED)
+    code, outcome = gpu_job("compare")
+    assert code == PASS and outcome["status"] == "stack-change" and outcome["key"] == machine.key(UPGRADED)
+    assert gpu_job.fake.compared == str(old) and "--perf-stack-change" in gpu_job.fake.calls[-1]
+    assert "reported, not gated" in outcome["message"] and "stack change" in gpu_job.summary()
+    gpu_job.fake.regressed, gpu_job.fake.rc = True, 1
+    assert gpu_job("compare")[0] == PASS  # reported, not gated: the variable is off
+    code, outcome = gpu_job("compare", "--fail-on-stack-change")
+    assert code == REGRESSION and outcome["status"] == "stack-change"
+
+
+def test_the_first_save_of_a_new_stack_reports_what_the_upgrade_changed(gpu_job, monkeypatch) -> None:
+    assert gpu_job("save")[0] == PASS
+    monkeypatch.setattr(gpu_baseline, "read_machine", lambda opts: ({"cuda_available": True}, dict(UPGRADED)))
+    gpu_job.fake.fingerprint, gpu_job.fake.data = dict(UPGRADED), (2.0, 2.2)  # twice as slow
+    code, outcome = gpu_job("save")
+    assert code == PASS and outcome["status"] == "saved" and "stack change from " in outcome["message"]
+    report = results.load_verdicts(gpu_job.out / "stack-change.json")
+    assert report.meta["stack differences"].startswith("cuda: '12.8' -> '13.0'; torch: '2.13.0' -> '2.14.1'")
+    assert "Stack change" in gpu_job.summary() and (gpu_job.out / "history.md").is_file()
+    assert gpu_job("save")[0] == PASS
+    assert "stack change" not in json.loads((gpu_job.out / "outcome.json").read_text())["message"]

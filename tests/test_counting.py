@@ -14,7 +14,7 @@ from perf import callgrind, counting, gate, results
 from perf.baseline import SavedGate
 from perf.cases import Case, probe_problem
 from perf.metric import Metric
-from tests.test_perf_plugin import assert_one_line_error, node, pytest_perf, storage_option
+from tests.test_perf_plugin import assert_one_line_error, child_env, node, pytest_perf, storage_option
 
 COUNT_NOISE = Metric.INSTRUCTIONS.defaults.noise
 
@@ -121,3 +121,66 @@ def test_the_cycle_estimate_is_judged_against_its_own_larger_noise():
     g = SavedGate(results.parse_run(doc, "b.json"), 0.01, 0.05)
     assert g.judge_processes("a", [1150.0], [1150.0]).verdict != gate.REGRESSED
     assert g.judge_processes("a", [1600.0], [1600.0]).verdict == gate.REGRESSED
+
+
+# --------------------------------------------------------------------------- what counting honours
+
+
+ONE_RELU = ("-p", "no:cacheprovider", "--perf-metric", "instructions", "--perf-backend", "numpy", "--perf-size", "seed",
+            "-k", "test_stage[seed-relu-numpy]", "-rA", "-v")
+
+
+def counted_relu(path) -> float:
+    return results.load_run(path).results[node("relu", "numpy", "seed")].samples[0]
+
+
+@slow
+@pytest.mark.skipif(NO_VALGRIND is not None, reason=f"valgrind cannot run here: {NO_VALGRIND}")
+def test_a_plugin_s_pytest_configure_reaches_the_counted_code_and_the_gate_catches_it(tmp_path):
+    saved = pytest_perf(*ONE_RELU, "-p", "tests.plugins.configured", "--benchmark-save=base", storage_option(tmp_path))
+    assert saved.rc == 0, saved.output
+    for form in ("where", "extra"):
+        run = pytest_perf(*ONE_RELU, "-p", "tests.plugins.configured", "--benchmark-compare=0001", storage_option(tmp_path),
+                          env=child_env(RELU_FORM=form))
+        assert run.rc == 1, run.output  # caught: the hook ran in the counting zygote
+        assert "test_stage[seed-relu-numpy]: REGRESSED" in run.output
+
+
+@slow
+@pytest.mark.skipif(NO_VALGRIND is not None, reason=f"valgrind cannot run here: {NO_VALGRIND}")
+def test_the_environment_reaches_the_counted_code_and_the_code_path_is_recorded(tmp_path):
+    plain = pytest_perf(*ONE_RELU, "--benchmark-save=plain", storage_option(tmp_path))
+    assert plain.rc == 0, plain.output
+    (first,) = tmp_path.rglob("*_plain.json")
+    path = results.load_run(first).fingerprint["code_path"]
+    assert set(path) >= {"numpy"} and not any(k == "torch" for k in path)  # a numpy zygote never imports torch
+    features = "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.4's dispatched targets (never its baseline)
+    env = child_env(NPY_DISABLE_CPU_FEATURES=features)
+    narrow = pytest_perf(*ONE_RELU, "--benchmark-save=narrow", storage_option(tmp_path), env=env)
+    assert narrow.rc == 0, narrow.output
+    (second,) = tmp_path.rglob("*_narrow.json")
+    assert counted_relu(second) != counted_relu(first)  # another numpy path: other counts
+    assert results.load_run(second).fingerprint["code_path"]["numpy"] != path["numpy"]
+    refused = pytest_perf(*ONE_RELU, f"--benchmark-compare={first}", storage_option(tmp_path), env=env)
+    assert refused.rc == 4 and "was counted on another code path (code_path:" in refused.output, refused.output
+
+
+@slow
+@pytest.mark.skipif(NO_VALGRIND is not None, reason=f"valgrind cannot run here: {NO_VALGRIND}")
+def test_the_first_count_on_a_fresh_machine_builds_the_shim_in_an_empty_cache(tmp_path):
+    run = pytest_perf(*ONE_RELU, storage_option(tmp_path / "s"), env=child_env(XDG_CACHE_HOME=str(tmp_path / "empty")))
+    assert run.rc == 0, run.output
+    assert list((tmp_path / "empty" / "relu-step-perf").glob("valgrind-shim-*.so"))
+
+
+def test_the_zygote_s_environment_keeps_the_user_s_drops_the_session_s_and_is_padded():
+    base = {"PATH": "/bin", "NPY_DISABLE_CPU_FEATURES": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MY_SETTING": "1",
+            "PWD": "/home/x", "GITHUB_RUN_ID": "123", "TERM": "xterm", "PYTEST_XDIST_WORKER": "gw0", "OMP_NUM_THREADS": "8"}
+    env = counting.zygote_env(base)
+    assert {"NPY_DISABLE_CPU_FEATURES", "ATEN_CPU_CAPABILITY", "MY_SETTING", "PATH"} <= set(env)
+    assert not {"PWD", "GITHUB_RUN_ID", "TERM", "PYTEST_XDIST_WORKER"} & set(env)
+    assert env["OMP_NUM_THREADS"] == "1" and env["PYTHONHASHSEED"] == "0" and env["PYTHONPATH"].startswith("/dev/fd/4")
+    size = sum(len(k) + len(v) + 2 for k, v in env.items())
+    assert size % counting.ENV_PAD_TO == 0
+    longer = counting.zygote_env({**base, "MY_SETTING": "1" * 300})
+    assert sum(len(k) + len(v) + 2 for k, v in longer.items()) == size  # the same size, whatever the contents
