@@ -9,9 +9,8 @@ $GITHUB_BASE_REF, the pull request's target), or --base as given; the head is th
 unless --head names a revision. Every BLAS/OpenMP pool of the benchmark processes is pinned to
 --threads (default 1). perf.ab's verdicts are final: it measures again, itself, what its first
 rounds could not decide (``perf.gate.undecided``, the one "measure again" rule of every mode), so
-a REGRESSED benchmark fails the gate. (A second, confirming A/B of the regressed benchmarks used to
-run here: a second rule, dropped. perf.ab alone made no false alarm in 192 A/A comparisons on the
-development VM and flagged every injected slowdown: docs/results/gate.md.) A regression accepted
+a REGRESSED benchmark fails the gate (what that costs in false alarms and buys in detection:
+docs/results/gate.md). A regression accepted
 with --accept-regression (or $PERF_ACCEPT_REGRESSION, set from the pull request's
 ``perf-regression-accepted`` label) is reported and passes.
 

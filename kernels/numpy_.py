@@ -114,8 +114,8 @@ def grad_h_relu(grad_y_pred, w2, out=None):
 
 def relu_backward(grad_h_relu, h, out=None, scratch=None):
     # A multiply by the mask "not h < 0", not a select: np.where and boolean-index assignment
-    # branch per element and mispredict on a random sign pattern (3.9 ms against 0.39 ms for
-    # 1024x1024 here). Exact for finite gradients, h == 0 and h == -0.0 keep theirs; a
+    # branch per element and mispredict on a random sign pattern, ten times slower at compute
+    # (docs/results/cpu-run.md). Exact for finite gradients, h == 0 and h == -0.0 keep theirs; a
     # non-finite gradient where h < 0 gives NaN (inf * 0), not 0. The mask goes to scratch= (bool)
     # where given; the multiply casts it in numpy's own fixed buffer (8192 elements), not per array.
     keep = np.less(h, 0, out=scratch)

@@ -130,7 +130,7 @@ def hidden(x, w1, out=None):
 
 
 def relu(h, out=None):
-    # The method, not torch.relu: 0.2 us less per call (docs/results/cpu-run.md).
+    # The method, not torch.relu: less overhead per call (docs/results/cpu-run.md).
     return h.relu() if out is None else torch.clamp_min(h, 0, out=out)
 
 
@@ -174,7 +174,7 @@ def grad_y_pred(y_pred, y, out=None):
     # ATen's gradient of the summed squared error, 2 * (y_pred - y) * 1: one kernel, exactly
     # torch.sub(y_pred, y).mul_(2) (scaling by 2 and by 1 rounds nothing), which takes two and
     # allocates a 0-d tensor for the Python 2 on every call.
-    key = y.dtype if y.is_cpu else (y.dtype, y.device)  # hashing a torch.device costs 0.5 us
+    key = y.dtype if y.is_cpu else (y.dtype, y.device)  # hashing a torch.device is not free on the CPU
     one = _ONES.get(key)
     if one is None:  # not "or": the truth of a CUDA tensor waits for the device
         one = _ONES[key] = torch.ones((), dtype=y.dtype, device=y.device)
@@ -196,8 +196,8 @@ _BELOW_ZERO = {torch.float32: -(2.0 ** -149), torch.float64: -(2.0 ** -1074)} if
 
 
 def relu_backward(grad_h_relu, h, out=None, scratch=None):
-    # ATen's fused, branch-free ReLU backward (one kernel: 0.18 ms for 1024x1024 here, where
-    # masked_fill and torch.where, which branch per element, took 4.6 and 4.2 ms). It keeps
+    # ATen's fused, branch-free ReLU backward (one kernel, where masked_fill and torch.where
+    # branch per element and are many times slower: docs/results/cpu-run.md). It keeps
     # the gradient where h > threshold; a threshold just below -0.0 keeps it at h == 0, as the
     # tutorial does. A NaN in h zeroes the gradient there. Needs no scratch.
     if out is None:

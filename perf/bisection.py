@@ -73,23 +73,26 @@ class ProbeRecord:
 
 
 @dataclass(frozen=True)
-class Step:
-    """A verdict one benchmark's answer rests on; ``verdict`` None when the probe was skipped."""
+class Probed:
+    """What one probe of ``base`` against ``head`` said of one benchmark; ``verdict`` None when it was skipped."""
 
     base: str
     head: str
     verdict: Verdict | None
+
+
+@dataclass(frozen=True)
+class Step(Probed):
+    """A verdict one benchmark's answer rests on: did it count as a change?"""
+
     changed: bool
     note: str = ""
 
 
 @dataclass(frozen=True)
-class Confirmation:
-    """``probe(predecessor, found)`` for one benchmark: its verdict and whether it is the one that found it."""
+class Confirmation(Probed):
+    """``probe(predecessor, found)`` for one benchmark: is its verdict the one that found it?"""
 
-    base: str
-    head: str
-    verdict: Verdict | None
     agrees: bool
     note: str = ""
 

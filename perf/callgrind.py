@@ -581,8 +581,8 @@ def _prime(c: Client) -> None:
     (quickening, then specialising each instruction), and retries an instruction it could not
     specialise (the call of the ctypes toggle) after a back-off that doubles up to ~4000
     executions. Inside a counted region that work is counted: without this, a process's first
-    count came out ~4% higher, and the 7th count of a series ~1000 instructions higher
-    (docs/results/counts.md). Collection is toggled on and straight off: nothing is collected
+    counts came out higher, and some later ones too (by how much: docs/results/counts.md).
+    Collection is toggled on and straight off: nothing is collected
     while instrumentation is off.
     """
     for _ in range(PRIME_REGIONS):

@@ -18,8 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import UsageError
-from .results import ResultsError
+from .errors import ResultsError, UsageError
 
 PASS, REGRESSION, ERROR, CHECK_FAILED, INTERRUPTED = 0, 1, 2, 7, 130
 

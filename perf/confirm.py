@@ -25,8 +25,10 @@ from .progress import Progress
 from .rounds import BASE, HEAD, Side
 
 # Each side's process measures only the suspected benchmarks, and only its minimum counts: a tenth of
-# pytest perf's default time budget per benchmark is plenty, and keeps the confirmation's cost down.
+# pytest perf's default time budget and three rounds per benchmark are plenty, and keep the cost down;
+# the recheck of what the rounds left undecided gets as many rounds again.
 MAX_TIME = 0.05
+MIN_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,10 @@ def by_ab(names: Sequence[str], *, repo: Path, rootdir: Path, commit: str, base_
     own passed-through options; the verdicts marked with what decided them."""
     top = revisions.toplevel(repo)
     within = rootdir.resolve().relative_to(top.resolve())  # where the suite sits in the repository
-    design = ab.Design(rounds=metric.defaults.ab_rounds, recheck_rounds=2 * metric.defaults.ab_rounds,
+    design = ab.Design(rounds=metric.defaults.ab_rounds, recheck_rounds=metric.defaults.ab_rounds,
                        threshold=threshold, metric=metric, thresholds=dict(thresholds))
-    common = [*settings_args, "--perf-processes=1", f"--benchmark-max-time={MAX_TIME}", *names]
+    common = [*settings_args, "--perf-processes=1", f"--benchmark-max-time={MAX_TIME}",
+              f"--benchmark-min-rounds={MIN_ROUNDS}", *names]
     with tempfile.TemporaryDirectory(prefix="perf-confirm-") as tmp:
         with revisions.checked_out(top, {BASE: commit}, Path(tmp)) as trees:
             sides = {BASE: Side(trees[BASE] / within, (*base_args, *common), f"the baseline's commit {commit[:12]}"),

@@ -1,8 +1,8 @@
 """Run-to-run drift, measured from the saved runs of this machine.
 
 Rounds within one run share that run's state (clock, neighbours, cache, memory layout), so a
-test on rounds alone sees a shift of 10-20% between two runs of unchanged code as highly
-significant. The saved history shows how far whole-run medians wander; a change smaller than
+test on rounds alone sees the shift between two runs of unchanged code as highly significant
+(docs/results/process-variation.md). The saved history shows how far whole-run medians wander; a change smaller than
 that wander is not evidence, whatever the within-run statistics say.
 """
 

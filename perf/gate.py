@@ -404,8 +404,8 @@ def compare_paired(name, baseline, current, threshold, *, alpha=0.05, confidence
     t_{df, (1+confidence)/2} * se). Below 5 rounds nothing is trimmed: the plain paired t-test.
     Threshold: raised to the noise floor of baseline_i / sqrt(baseline_i * current_i), the
     baseline relative to its round's level (drift cancelled, as in the test itself).
-    Why trimmed: on a shared machine a whole process now and then runs 30-60% slow on every
-    benchmark (its CPU was taken for most of its life), so the log ratios are normal but for a
+    Why trimmed: on a shared machine a whole process now and then runs slow on every benchmark
+    (its CPU was taken for most of its life: docs/results/process-variation.md), so the log ratios are normal but for a
     few wild rounds. The plain mean and variance follow those rounds, which costs power; the
     trimmed mean sets them aside and the winsorized variance keeps the test honest (Yuen 1974;
     Wilcox, "Introduction to Robust Estimation and Hypothesis Testing"). Under A/A the log

@@ -42,9 +42,9 @@ def pin_threads(n: int, *, import_torch: bool = True) -> dict[str, int]:
     """Run torch and every BLAS/OpenMP pool with ``n`` threads; return the counts now in force.
 
     With more threads than free cores, spinning workers of torch and OpenBLAS fight over the
-    cores and a 0.1 ms matmul can take a whole scheduler slice; one thread is the default.
-    ``import_torch=False`` pins torch only where it is imported already (a numpy-only process
-    under valgrind would spend 12 s importing it).
+    cores and a short matmul can take a whole scheduler slice (docs/results/process-variation.md);
+    one thread is the default. ``import_torch=False`` pins torch only where it is imported already
+    (a numpy-only process under valgrind would spend long importing it: docs/results/counts.md).
     """
     global _limits
     os.environ.update(thread_env(n))  # for libraries loaded later and for child processes

@@ -85,8 +85,8 @@ def measuring_env(threads: int, **extra: str) -> dict[str, str]:
 
 
 @dataclass
-class ForkedProcesses:
-    """P processes forked one after the other from one zygote, each measuring the whole selection."""
+class Processes:
+    """What both ways of starting measuring processes need: how many, each's share of the time, what they run."""
 
     processes: int
     budget: Budget
@@ -94,6 +94,10 @@ class ForkedProcesses:
     rootdir: Path
     cwd: Path
     threads: int
+
+
+class ForkedProcesses(Processes):
+    """P processes forked one after the other from one zygote, each measuring the whole selection."""
 
     def measure(self, cases: Mapping[str, object], progress: Progress, *, label: str = "process") -> dict[str, Measured]:
         """Measure ``cases`` ({node id relative to rootdir: Case}), each benchmark of each process in a child
@@ -151,16 +155,8 @@ def serve_times(cases: Mapping[str, Case], timer_mode: str) -> None:
     zygote.serve(handle)
 
 
-@dataclass
-class FreshProcesses:
+class FreshProcesses(Processes):
     """P fresh ``pytest perf`` processes, one after the other, each measuring the whole selection."""
-
-    processes: int
-    budget: Budget
-    args: Sequence[str]          # the session's settings and the options children take as they are
-    rootdir: Path
-    cwd: Path
-    threads: int
 
     def measure(self, cases: Mapping[str, object], progress: Progress, *, label: str = "process") -> dict[str, Measured]:
         """Measure ``cases`` ({node id relative to rootdir: Case}); MeasureError on the first failure."""
