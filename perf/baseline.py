@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import drift, gate, machine
+from . import drift, gate, machine, steps, trend
 from .cases import PROBES
 from .errors import BaselineError, ResultsError
 from .metric import Metric
@@ -90,6 +90,23 @@ def choose(spec: str | bool, files: Sequence[Path], storage: str, *, fingerprint
     return Choice(tuple(runs[:max(1, history)]), tuple(warnings))
 
 
+def since_last_step(runs: Sequence[Run], keep: int) -> Run:
+    """The baseline of a history that spans commits (``--perf-baseline-window steps``): for each benchmark, the
+    runs (newest first in ``runs``) since the last step its history shows (``perf.steps``), at most ``keep``
+    of them, pooled. A benchmark whose history stepped pools only its runs at the new level."""
+    oldest_first = list(reversed(runs))
+    results = {}
+    for name in dict.fromkeys(n for r in runs for n in r.results):
+        mine = [r for r in oldest_first if name in r.results and trend.value_of(r.results[name])]
+        if not mine:
+            continue
+        fit = steps.detect([trend.value_of(r.results[name]) for r in mine],
+                           [steps.spread(r.results[name].per_process(STATISTIC)) for r in mine]) if len(mine) > 2 else None
+        start = fit.steps[-1].index if fit is not None and fit.steps else 0
+        results[name] = pooled(list(reversed(mine[start:]))[:max(1, keep)]).results[name]
+    return dataclasses.replace(runs[0], results=results)
+
+
 def pooled(runs: Sequence[Run]) -> Run:
     """One run whose benchmarks hold the processes and samples of every run in ``runs`` (newest first):
     the baseline of a history. A single run is itself."""
@@ -147,6 +164,7 @@ class SavedGate:
     threshold_source: str = ""             # set when --benchmark-compare-fail gave the threshold
     processes: int = 1                     # this run's processes per benchmark (--perf-processes)
     runs: tuple[Run, ...] = ()             # the saved runs pooled into ``baseline``, newest first (() = one run)
+    window: str = "code"                   # which runs were pooled: of the same code, the newest, since the last step
     confirmation: str = ""                 # how a suspected regression is confirmed (the session says)
     machine_state: tuple[str, ...] = ()    # this run's roofline probes against the baseline's
 
@@ -255,7 +273,9 @@ class SavedGate:
                         "(measure in several: --perf-processes)")
         source = self.baseline.source
         if len(self.runs) > 1:
-            source += f" and {len(self.runs) - 1} older saved run(s) of the same code, their processes pooled"
+            which = {"code": "of the same code", "commits": "whatever their code",
+                     "steps": "up to each benchmark's last step"}[self.window]
+            source += f" and {len(self.runs) - 1} older saved run(s) {which}, their processes pooled"
         return {
             "mode": "saved baseline",
             "evidence": evidence,

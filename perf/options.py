@@ -21,7 +21,7 @@ from .metric import Metric
 TIMERS = ("auto", "sync", "events")
 LAUNCHES = ("auto", "fork", "fresh")
 CONFIRMS = ("ab", "processes")
-WINDOWS = ("code", "commits")
+WINDOWS = ("code", "commits", "steps")
 HISTORY = 5  # default of ini perf_history
 
 # name -> (default, help); the ini key is the name with "-" turned into "_".
@@ -49,8 +49,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
                      "the baseline's own commit against this run's code, where the repository has that commit; else as "
                      "processes) or processes (measured again in as many more processes)"),
     "perf-baseline-window": ("code", "which saved runs bare --benchmark-compare pools into its baseline (up to ini "
-                             "perf_history): code (the newest run and older runs of the same code) or commits (the "
-                             "newest runs, whatever their code)"),
+                             "perf_history): code (the newest run and older runs of the same code), commits (the "
+                             "newest runs, whatever their code) or steps (per benchmark, the runs since the last step "
+                             "its history shows)"),
     "perf-report-json": ("", "write the gate's verdicts as JSON to this path (its directory must exist and be writable)"),
     "perf-report-md": ("", "append the gate's verdicts as Markdown to this path, e.g. $GITHUB_STEP_SUMMARY "
                        "(its directory must exist and be writable)"),

@@ -35,7 +35,7 @@ from . import (
     summary,
     zygote,
 )
-from .baseline import SavedGate, check_comparable, choose, pooled
+from .baseline import SavedGate, check_comparable, choose, pooled, since_last_step
 from .callgrind import valgrind_problem
 from .cases import PROBES, Bound, Case, bind
 from .counting import CountingZygotes
@@ -56,6 +56,7 @@ from .timers import timer_for
 EXIT_ENVIRONMENT = 6   # the run could not be saved, a report not written, a child process failed
 EXIT_CHECK_FAILED = cli.CHECK_FAILED  # a test failed that is not a regression: a kernel's wrong result, an error
 REGRESSED_MARK = ("perf_verdict", "regressed")  # on the report of a benchmark the gate failed
+HISTORY_SPAN = 50  # saved runs --perf-baseline-window steps reads to find each benchmark's last step
 
 
 @dataclass
@@ -157,9 +158,11 @@ class PerfSession:
             files = pb.saved_files(storage) if spec is True else pb.query(storage, spec)
             # Across a stack change, software fields are not asked to match (the hardware still is).
             stack = machine.STACK if s.stack_change else ()
+            # A window of steps reads the whole history of this machine: its steps say where each benchmark's starts.
+            span = HISTORY_SPAN if s.baseline_window == "steps" else s.history
             choice = choose(spec, files, self.storage, fingerprint=self.fingerprint, metric=s.metric,
-                            allow_foreign=s.allow_foreign_baseline, history=s.history,
-                            across_commits=s.baseline_window == "commits", ignore=(*ignore, *stack))
+                            allow_foreign=s.allow_foreign_baseline, history=span,
+                            across_commits=s.baseline_window != "code", ignore=(*ignore, *stack))
             warnings = list(choice.warnings)
             if choice.newest is not None:
                 warnings.append(check_comparable(choice.newest, self.fingerprint, s.metric, s.allow_foreign_baseline,
@@ -171,8 +174,9 @@ class PerfSession:
         self.warnings += [w for w in warnings if w]
         pb.set_compare(self.config, choice.newest.source if choice.newest is not None else None)
         if choice.newest is not None:
-            self.gate = SavedGate(pooled(choice.runs), s.threshold, s.alpha, threshold_source=self.threshold_source,
-                                  processes=s.processes, runs=choice.runs)
+            base = since_last_step(choice.runs, s.history) if s.baseline_window == "steps" else pooled(choice.runs)
+            self.gate = SavedGate(base, s.threshold, s.alpha, threshold_source=self.threshold_source,
+                                  processes=s.processes, runs=choice.runs, window=s.baseline_window)
 
     def judge(self, name: str, samples: list[float], note: str = "") -> gate.Comparison | None:
         return None if self.gate is None else self.gate.judge(name, samples, note)

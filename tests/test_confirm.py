@@ -83,6 +83,16 @@ def test_damaged_runs_other_metrics_and_machines_are_passed_over_with_a_warning(
                "fingerprint), 0003_run.json (instructions)" in w for w in c.warnings)
 
 
+def test_a_window_of_steps_pools_each_benchmark_s_runs_since_its_last_step(tmp_path):
+    levels = [1.0, 1.01, 0.99, 1.0, 1.5, 1.51, 1.49, 1.5]  # a step at the fifth run
+    docs = [run_doc(f"{i:040x}", per_process=(v, v * 1.01, v * 1.005)) for i, v in enumerate(levels)]
+    c = chosen(tmp_path, docs, across_commits=True, history=50)
+    base = baseline.since_last_step(c.runs, keep=5)
+    assert len(base.results[NAME].processes) == 4 * 3  # the four runs at the new level, three processes each
+    assert min(base.results[NAME].per_process()) >= 1.49
+    assert len(pooled(c.runs[:5]).results[NAME].processes) == 15  # the same-code rule knows no steps
+
+
 def test_a_named_baseline_stays_exactly_that_run(tmp_path):
     paths = storage(tmp_path, [run_doc(), run_doc(), run_doc()])
     c = choose("0002", [paths[1]], str(tmp_path), fingerprint=FP, metric=Metric.TIME, history=5)
