@@ -299,8 +299,14 @@ def meta(outcome: Outcome, design: Design, sides: Mapping[str, Side], pytest_arg
         rule = f"Yuen's trimmed paired t-test on log ratios of per-process {per_process}"
         correction = f"Holm over {gate.tested_count(outcome.comparisons)} comparisons"
     names = outcome.rechecked
+    value = "minima" if design.statistic == "min" else "medians"
+    columns = ({"baseline": "base (mean count)", "current": "head (mean count)", "change": "change of the means"}
+               if design.metric.counted else
+               {"baseline": f"base (median of process {value})", "current": f"head (median of process {value})",
+                "change": "change (paired, trimmed)"})
     return {
         "title": "Performance A/B",
+        render.COLUMNS: columns,
         "metric": design.metric.value,
         "mode": f"{how} in fresh processes, {rule}",
         "base": sides[BASE].label,

@@ -276,8 +276,11 @@ class SavedGate:
             which = {"code": "of the same code", "commits": "whatever their code",
                      "steps": "up to each benchmark's last step"}[self.window]
             source += f" and {len(self.runs) - 1} older saved run(s) {which}, their processes pooled"
+        value = ("mean count" if self.baseline.metric.counted else "fastest process" if self.processes > 1
+                 and base_processes > 1 else "median")
         return {
             "mode": "saved baseline",
+            "columns": {"baseline": f"baseline ({value})", "current": f"current ({value})"},
             "evidence": evidence,
             **({"confirmation": self.confirmation} if self.confirmation else {}),
             **({"machine state": "; ".join(self.machine_state)} if self.machine_state else {}),

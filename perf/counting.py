@@ -158,6 +158,11 @@ def _in_project(args: Sequence[str]) -> list[str]:
     return out
 
 
+def left_out(base: Mapping[str, str] | None = None) -> list[str]:
+    """The variables of ``base`` (default: this environment) a counting zygote does not get (``SESSION``)."""
+    return sorted(k for k in (os.environ if base is None else base) if SESSION.match(k))
+
+
 def zygote_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The counting zygote's environment: the caller's, less what only names the session (``SESSION``), with
     one thread per pool (spinning workers would be counted), a fixed hash seed, the zygote's fixed names,

@@ -15,7 +15,10 @@ from .metric import Metric
 # Rows are listed worst first: what needs a look comes before what does not.
 _ROW_ORDER = {Verdict.REGRESSED: 0, Verdict.INCONCLUSIVE: 1, Verdict.IMPROVED: 2, Verdict.MISSING: 3, Verdict.NEW: 4,
               Verdict.UNCHANGED: 5}
-_COLUMNS = ("benchmark", "baseline", "current", "change [{ci}]", "p", "p adj.", "threshold", "verdict")
+_COLUMNS = ("benchmark", "{baseline}", "{current}", "{change} [{ci}]", "p", "p adj.", "threshold", "verdict")
+# What a report's value columns hold, as its meta may name them (``COLUMNS``); these where it does not.
+COLUMNS = "columns"
+_DEFAULT_NAMES = {"baseline": "baseline", "current": "current", "change": "change"}
 
 
 def format_time(seconds: float | None, keep_zeros: bool = True) -> str:
@@ -91,7 +94,7 @@ def _sorted_rows(comparisons: Sequence[Comparison]) -> list[Comparison]:
 def _meta_items(meta: Mapping) -> list[tuple[str, str]]:
     items = []
     for key, value in meta.items():
-        if str(key).startswith("_") or key == "title" or isinstance(value, Mapping):
+        if str(key).startswith("_") or key in ("title", COLUMNS) or isinstance(value, Mapping):
             continue
         if isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
@@ -111,6 +114,13 @@ def _metric(meta: Mapping) -> Metric:
         return Metric.TIME
 
 
+def _header(meta: Mapping) -> list[str]:
+    """The table's column names: what each value column holds, as ``meta[COLUMNS]`` says (the A/B's base and
+    head are medians of per-process values and its change a paired estimate: each is named)."""
+    names = {**_DEFAULT_NAMES, **dict(meta.get(COLUMNS) or {})}
+    return [h.format(ci=_interval_label(meta), **names) for h in _COLUMNS]
+
+
 def _cells(c: Comparison, metric: Metric) -> list[str]:
     return [c.name, format_value(c.baseline_value, metric), format_value(c.current_value, metric),
             change_with_interval(c), format_p(c.p_value), format_p(c.p_adjusted), percent(c.threshold), c.verdict.value]
@@ -121,7 +131,7 @@ def to_text(comparisons: Sequence[Comparison], meta: Mapping) -> str:
     metric = _metric(meta)
     lines = [str(meta.get("title", "Performance comparison"))]
     lines += [f"  {k}: {v}" for k, v in _meta_items(meta)]
-    header = [h.format(ci=_interval_label(meta)) for h in _COLUMNS]
+    header = _header(meta)
     rows = [_cells(c, metric) for c in _sorted_rows(comparisons)]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     right = {1, 2, 3, 4, 5, 6}
@@ -153,7 +163,7 @@ def to_markdown(comparisons: Sequence[Comparison], meta: Mapping) -> str:
     lines = [f"### {md_escape(str(meta.get('title', 'Performance comparison')))}: {outcome}", ""]
     lines += [f"- **{md_escape(k)}:** {md_escape(v)}" for k, v in _meta_items(meta)]
     lines += ["", f"**{summary_line(comparisons)}**", ""]
-    header = [h.format(ci=_interval_label(meta)) for h in _COLUMNS]
+    header = _header(meta)
     header = [h if h.startswith("p") else h[0].upper() + h[1:] for h in header]
     if comparisons:
         lines += ["| " + " | ".join(header) + " |", "|:---|---:|---:|---:|---:|---:|---:|:---|"]

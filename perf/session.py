@@ -23,6 +23,7 @@ from . import (
     cli,
     command,
     confirm,
+    counting,
     gate,
     machine,
     measured,
@@ -266,6 +267,11 @@ class PerfSession:
         if s.metric.counted:
             self._log(f"counting {len(cases)} benchmarks under valgrind, {s.processes} fresh process(es) each, "
                       "one zygote per backend")
+            dropped = counting.left_out()
+            if dropped:  # said, never silent: they only name the session, and would move the counts
+                self._log(f"counting without the session's variables {', '.join(dropped)} (docs/method.md)")
+            if s.threads > 1:
+                self._log(f"counting runs one thread a pool: --perf-threads {s.threads} applies to timed runs only")
         else:
             how = "forked from one zygote" if isinstance(strategy, ForkedProcesses) else "fresh"
             self._log(f"measuring {len(cases)} benchmarks in {s.processes} processes ({how}), one after the other")

@@ -396,3 +396,50 @@ def test_counts_are_judged_by_the_count_rule_not_a_test_on_identical_rounds():
     head = [{"a": 24_000.0 * 1.013, "b": 24_000.0 * 1.03, "c": 50_000.0}] * 3
     verdicts = {c.name: c.verdict for c in ab.decide(base, head, 0.01, metric=Metric.INSTRUCTIONS)}
     assert verdicts == {"a": gate.INCONCLUSIVE, "b": gate.REGRESSED, "c": gate.UNCHANGED}
+
+
+# --------------------------------------------------------------------------- two environments
+
+
+def another_python(tmp_path: Path) -> Path:
+    """A Python of another environment holding this one's packages (a venv whose .pth names them); skips where
+    none can be made."""
+    import site
+    import sysconfig
+
+    env = tmp_path / "env"
+    base = getattr(sys, "_base_executable", sys.executable)
+    made = subprocess.run([base, "-m", "venv", "--without-pip", str(env)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"no second environment can be made here: {made.stderr.strip()[-200:]}")
+    python = env / "bin" / "python"
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True).stdout.strip()
+    ours = [p for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()} if Path(p).is_dir()]
+    Path(inner, "this-environment.pth").write_text("\n".join(ours) + "\n")
+    return python
+
+
+@pytest.mark.slow
+def test_an_environment_ab_measures_this_checkout_in_two_pythons_and_names_their_stacks(tmp_path):
+    python = another_python(tmp_path)
+    report = tmp_path / "ab.json"
+    proc = subprocess.run([sys.executable, "-m", "perf.ab", "--base-env", str(python), "--rounds", "3",
+                           "--recheck-rounds", "0", "--json", str(report), "--", "--perf-size", "8,16,8,4",
+                           "--perf-backend", "numpy", "-k", "test_stage[ and relu", "--benchmark-max-time=0.002"],
+                          cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert f"perf.ab: base: {python}: {python}" in proc.stderr  # built nothing: an existing environment
+    doc = json.loads(report.read_text())
+    assert doc["meta"]["title"] == "Performance A/B of two environments"
+    assert doc["meta"]["base"].startswith(str(python)) and doc["meta"]["head"].startswith("current")
+    assert doc["meta"]["stack differences"] == "no difference in the fingerprint"  # the same packages on both sides
+    assert doc["meta"]["summary"].startswith(f"{python} -> current:")
+    assert {c["name"].rpartition("[")[2] for c in doc["comparisons"]} >= {"8x16x8x4-relu-numpy]"}
+
+
+def test_an_environment_ab_takes_no_base_revision():
+    opts = ab.parse_args(["--base", "HEAD~1", "--base-env", "numpy==2.2.6"])
+    with pytest.raises(UsageError, match="--base takes no part"):
+        ab.run(opts)

@@ -54,6 +54,7 @@ class Entry:
     peak_share: float | None                  # of this run's roofline probe, as the plugin recorded it
     source: Source
     fullname: str
+    in_cache: bool = False                    # a memory-bound benchmark whose data fits in the cache (roofline.add_shares)
 
     @property
     def key(self) -> Key:
@@ -112,7 +113,8 @@ def _entry(r: Result, where: str, source: Source) -> Entry:
         raise ResultsError(f"{where}.shape: expected an object of positive integers N, D_in, H, D_out, "
                            f"got {r.info['shape']!r:.60}")
     return Entry(**{k: r.text(k) for k in NAMES}, metric=r.metric, shape=r.shape, median=r.median, iqr=r.iqr,
-                 **{k: r.number(k) or None for k in NUMBERS}, source=source, fullname=r.name)
+                 **{k: r.number(k) or None for k in NUMBERS}, source=source, fullname=r.name,
+                 in_cache=r.info.get("in_cache") is True)
 
 
 def merge(loaded: Sequence[Loaded]) -> Merged:

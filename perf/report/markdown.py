@@ -44,7 +44,9 @@ def format_cell(cell: Cell | None, baseline_column: bool) -> str:
     parts = [format_value(cell.result.median, cell.result.metric) + (" †" if cell.result.noisy else "")]
     if cell.speedup is not None and not baseline_column:
         parts.append(format_speedup(cell.speedup))
-    if cell.share is not None:
+    if cell.result.in_cache:
+        parts.append("in cache")  # its share of the memory's bandwidth would mean little (can pass 100%)
+    elif cell.share is not None:
         parts.append(f"{format_share(cell.share)} peak")
     return " · ".join(parts)
 
