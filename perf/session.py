@@ -38,7 +38,7 @@ from . import (
 )
 from .baseline import SavedGate, check_comparable, choose, pooled, since_last_step
 from .callgrind import valgrind_problem
-from .cases import PROBES, Bound, Case, bind
+from .cases import Bound, Case, bind
 from .counting import CountingZygotes
 from .counting import serve as serve_counts
 from .errors import BaselineError, MeasureError, UsageError
@@ -49,7 +49,6 @@ from .params import case_of, threshold_for
 from .processes import Budget, ForkedProcesses, FreshProcesses, serve_times
 from .progress import Progress
 from .statistic import median
-from .summary import Cell
 from .timers import timer_for
 
 # Exit codes of `pytest perf` beyond pytest's own (0 pass, 1 failed, 2 interrupted, 3 internal
@@ -504,19 +503,6 @@ class PerfSession:
         return [*self.comparisons, *self.gate.unmatched(self.measured, self.collected)], self.gate.meta(self.threads)
 
     def _summary(self, rows: list[gate.Comparison], meta: dict) -> list[str]:
-        infos = {name: dict(info) for name, (_, _, info) in self.shown.items()}
-        roofline.add_shares(list(infos.values()), machine.last_level_cache())
-        verdicts = {c.name: c for c in rows}
-        cells = []
-        for name, (case, value, _) in self.shown.items():
-            info = infos[name]
-            rate = ""
-            if case.stage in PROBES and not self.settings.metric.counted:
-                rate = (f"{info['gflops']:#.3g}".rstrip(".") + " GFLOP/s" if case.stage == "peak_matmul"
-                        else f"{info['gbps']:#.3g}".rstrip(".") + " GB/s")
-            cells.append(Cell(case.problem.name, case.problem.shape, case.stage, case.backend, value, self.settings.metric,
-                              info.get("peak_share"), bool(info.get("in_cache")), rate, verdicts.get(name)))
-        backends = list(dict.fromkeys(c.backend for c in cells))
         s = self.settings
         if s.metric.counted:
             label = f"the mean of {s.processes} counted process(es)" if s.processes > 1 else "counted once"
@@ -524,13 +510,10 @@ class PerfSession:
             label = f"the fastest of {s.processes} processes' minima"
         else:
             label = "the median of one process's rounds"
-        not_selected = sum(1 for c in rows if c.verdict == gate.MISSING and c.name in self.deselected)
-        compared = [c for c in rows if not (c.verdict == gate.MISSING and c.name in self.deselected)]
-        lines = summary.render(cells, backends, compared if self.compare_asked and self.gate is not None else None, meta,
-                               not_selected, label)
-        if self.compare_asked and self.gate is None:
-            lines += ["", meta["gated"]]
-        return lines
+        gated = self.compare_asked and self.gate is not None
+        lines = summary.of_run(self.shown, s.metric, rows if gated else None, meta, self.deselected, label,
+                               machine.last_level_cache())
+        return [*lines, "", meta["gated"]] if self.compare_asked and self.gate is None else lines
 
 
 def _checked(case: Case) -> Bound:

@@ -2,22 +2,25 @@
 columns (each stage beside its ``out=`` form, the allocating step beside the workspace step), then
 the roofline probes, then the gate's decisions one line each, the verdict last.
 
-Rendering only (torch.utils.benchmark's ``Compare`` and asv's ``compare`` are the anchors): the
-session hands it ``Cell`` records and the gate's comparisons; nothing is measured or decided here.
+torch.utils.benchmark's ``Compare`` and asv's ``compare`` are the anchors. ``of_run`` turns what a run
+measured into ``Cell`` records (with their shares of the same run's roofline) and renders them with
+the gate's comparisons; nothing is measured or decided here.
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from kernels.problem import STAGES
 
+from .cases import PROBES, Case
 from .gate import Comparison, Verdict
 from .metric import Metric
 from .render import format_change, format_share, format_value, summary_line
+from .roofline import add_shares
 
 WIDTH = 120
 MARKS = {Verdict.REGRESSED: "R", Verdict.IMPROVED: "I", Verdict.INCONCLUSIVE: "?", Verdict.NEW: "N",
@@ -88,7 +91,7 @@ def grid(cells: Sequence[Cell], backends: Sequence[str], compared: bool, value_l
         scale, unit = _unit([c.value for c in mine], metric)
         forms = [(b, out) for b in backends for out in (False, True)
                  if any((size, f"{s}_out" if out else s, b) in by for s in STAGES)]
-        rows = [(s, [by.get((size, f"{s}_out" if out else s, b)) for b, out in forms]) for s in STAGES]
+        rows = [(s, row) for s in STAGES if any(row := [by.get((size, f"{s}_out" if out else s, b)) for b, out in forms])]
         for label, alloc, out_form in STEP_ROWS:
             row = [by.get((size, out_form if out else alloc, b)) if (out_form or not out) else None for b, out in forms]
             if any(row):
@@ -180,3 +183,24 @@ def render(cells: Sequence[Cell], backends: Sequence[str], rows: Sequence[Compar
         metric = cells[0].metric if cells else Metric.TIME
         lines += ["", *gate_lines(rows, meta, metric, not_selected), f"  {LEGEND}", summary_line(rows)]
     return [line[:WIDTH] if len(line) > WIDTH else line for line in lines]
+
+
+def of_run(shown: Mapping[str, tuple[Case, float, Mapping]], metric: Metric, rows: Sequence[Comparison] | None,
+           meta: Mapping, deselected: Collection[str], value_label: str, cache_bytes: int) -> list[str]:
+    """The summary of a run: ``shown`` is what it measured ({name: (case, the gate's value, extra_info)}),
+    ``rows`` the gate's verdicts (None without a baseline); benchmarks of the baseline that -k/-m left out
+    (``deselected``) are counted, not listed."""
+    infos = {name: dict(info) for name, (_, _, info) in shown.items()}
+    add_shares(list(infos.values()), cache_bytes)
+    verdicts = {c.name: c for c in rows or ()}
+    cells = []
+    for name, (case, value, _) in shown.items():
+        info = infos[name]
+        rate = ""
+        if case.stage in PROBES and not metric.counted:
+            rate = (_sig3(info["gflops"]) + " GFLOP/s" if case.stage == "peak_matmul" else _sig3(info["gbps"]) + " GB/s")
+        cells.append(Cell(case.problem.name, case.problem.shape, case.stage, case.backend, value, metric,
+                          info.get("peak_share"), bool(info.get("in_cache")), rate, verdicts.get(name)))
+    not_selected = sum(1 for c in rows or () if c.verdict == Verdict.MISSING and c.name in deselected)
+    compared = None if rows is None else [c for c in rows if not (c.verdict == Verdict.MISSING and c.name in deselected)]
+    return render(cells, list(dict.fromkeys(c.backend for c in cells)), compared, meta, not_selected, value_label)

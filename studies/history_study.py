@@ -263,7 +263,8 @@ def _parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, help="an empty or new folder for the histories (real histories)")
     p.add_argument("--saves", type=positive_int, default=10, metavar="N", help="saves of unchanged code (default 10)")
-    p.add_argument("--injected", type=positive_int, default=5, metavar="M", help="saves with the slowdown (default 5)")
+    p.add_argument("--injected", type=_count, default=5, metavar="M",
+                   help="saves with the slowdown (default 5; 0: a history of unchanged code only)")
     p.add_argument("--histories", type=positive_int, default=3, metavar="H", help="histories (default 3)")
     p.add_argument("--constructed", action="store_true", help="constructed series instead of real histories")
     p.add_argument("--trials", type=positive_int, default=50, metavar="T", help="series per row with --constructed")
@@ -290,6 +291,13 @@ def _study(argv: list[str]) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    if not text.isdecimal():
+        raise ValueError(text)
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
