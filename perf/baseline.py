@@ -266,7 +266,7 @@ class SavedGate:
             what = {"min": "minimum", "median": "median"}[STATISTIC]
             evidence = (f"processes: {base_processes} of the baseline against {self.processes} of this run, each "
                         f"contributing its {what}; the fastest process of each side compared, the runner-up on the other "
-                        "side sets the interval; a regression is confirmed in more processes")
+                        "side sets the interval; a suspect is confirmed before it fails (see confirmation)")
         else:
             whose = "this run's" if self.processes == 1 else "the baseline's"
             evidence = (f"rounds of one process ({whose}): one process cannot tell code from placement "
