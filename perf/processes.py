@@ -97,7 +97,8 @@ class Processes:
 
 
 class ForkedProcesses(Processes):
-    """P processes forked one after the other from one zygote, each measuring the whole selection."""
+    """P processes of the selection, one after the other, each benchmark of each measured in a child forked for
+    it from one zygote."""
 
     def measure(self, cases: Mapping[str, object], progress: Progress, *, label: str = "process") -> dict[str, Measured]:
         """Measure ``cases`` ({node id relative to rootdir: Case}), each benchmark of each process in a child

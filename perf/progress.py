@@ -9,6 +9,7 @@ is not a terminal (a CI log) or pytest runs with ``-q``, no bar: each finished s
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -24,7 +25,10 @@ class Progress:
         if live and total > 0:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=label, file=stream or sys.stderr, leave=False, dynamic_ncols=True,
+            # The size from the terminal, else COLUMNS and LINES, else 100x24: a terminal that says it has no
+            # size (a pseudo-terminal with none set) would get no bar at all.
+            width, height = shutil.get_terminal_size((100, 24))
+            self._bar = tqdm(total=total, desc=label, file=stream or sys.stderr, leave=False, ncols=width, nrows=height,
                              bar_format="{desc}: {n_fmt}/{total_fmt} {bar:20} {elapsed} elapsed, ~{remaining} left; {postfix}")
 
     @property

@@ -230,7 +230,8 @@ class PerfSession:
     def _progress(self, steps: int, label: str) -> Progress:
         """A live bar where the output is a terminal and pytest is not quiet; one line per step elsewhere."""
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
-        live = terminal is not None and terminal.isatty() and self.config.get_verbosity() >= 0
+        isatty = getattr(terminal, "isatty", False)  # a callable in pytest 8.4 and later, a bool before
+        live = terminal is not None and bool(isatty() if callable(isatty) else isatty) and self.config.get_verbosity() >= 0
         return Progress(steps, label, self._log, live=live)
 
     def _check_code_path(self, path: dict[str, str]) -> None:
