@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import drift, gate, machine, steps, trend
+from . import drift, gate, machine
 from .cases import PROBES
 from .errors import BaselineError, ResultsError
 from .metric import Metric
@@ -94,6 +94,8 @@ def since_last_step(runs: Sequence[Run], keep: int) -> Run:
     """The baseline of a history that spans commits (``--perf-baseline-window steps``): for each benchmark, the
     runs (newest first in ``runs``) since the last step its history shows (``perf.steps``), at most ``keep``
     of them, pooled. A benchmark whose history stepped pools only its runs at the new level."""
+    from . import steps, trend  # here only: step detection brings asv, which no other run needs to import
+
     oldest_first = list(reversed(runs))
     results = {}
     for name in dict.fromkeys(n for r in runs for n in r.results):
