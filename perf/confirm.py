@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shlex
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,13 +79,15 @@ def by_ab(names: Sequence[str], *, repo: Path, rootdir: Path, commit: str, base_
                        threshold=threshold, metric=metric, thresholds=dict(thresholds))
     common = [*settings_args, "--perf-processes=1", f"--benchmark-max-time={MAX_TIME}",
               f"--benchmark-min-rounds={MIN_ROUNDS}", *names]
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="perf-confirm-") as tmp:
         with revisions.checked_out(top, {BASE: commit}, Path(tmp)) as trees:
             sides = {BASE: Side(trees[BASE] / within, (*base_args, *common), f"the baseline's commit {commit[:12]}"),
                      HEAD: Side(rootdir, (*head_args, *common), "this run's code")}
             outcome = ab.compare(sides, design, Path(tmp), log, progress)
     how = (f"A/B against the baseline's commit {commit[:12]}: {design.rounds} rounds "
-           f"({outcome.mode}){', and a recheck' if outcome.rechecked else ''}")
+           f"({outcome.mode}){', and a recheck' if outcome.rechecked else ''}, {len(names)} benchmarks "
+           f"in {time.monotonic() - started:.0f} s")
     evidence = f"A/B vs {commit[:10]}"
     verdicts = {c.name: c.decided_by(evidence) for c in outcome.comparisons if c.name in set(names)}
     return Confirmation(verdicts, how)
