@@ -30,6 +30,9 @@ LEGEND = "marks: R regressed, I improved, ? inconclusive, N new (not in the base
 STEP_ROWS = (("step", "train_step", "workspace_step"), ("tutorial", "tutorial_step", None), ("graph", "graph_step", None))
 TIME_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
 COUNT_UNITS = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+# Lines listed per verdict other than REGRESSED (every regression is always listed): a baseline caught in
+# a slow state reads most benchmarks improved, and the summary must stay short; -v lists every benchmark.
+LISTED = 8
 
 
 @dataclass(frozen=True)
@@ -153,14 +156,12 @@ def gate_lines(rows: Sequence[Comparison], meta: Mapping, metric: Metric, not_se
     for key in ("baseline", "confirmation", "machine state", "run-to-run drift"):
         if meta.get(key):
             lines += _wrapped(f"{key}: {meta[key]}", "  ")
-    shown = [c for c in rows if c.verdict not in (Verdict.UNCHANGED, Verdict.MISSING)]
-    order = {Verdict.REGRESSED: 0, Verdict.INCONCLUSIVE: 1, Verdict.IMPROVED: 2, Verdict.NEW: 3}
-    for c in sorted(shown, key=lambda c: (order.get(c.verdict, 9), c.name)):
-        interval = f" [{format_change(c.ci_low)}, {format_change(c.ci_high)}]" if c.ci_low is not None else ""
-        values = f"{format_value(c.baseline_value, metric)} -> {format_value(c.current_value, metric)}"
-        name = c.name.split("::")[-1]
-        by = f"  ({c.evidence})" if c.evidence else ""
-        lines.append(f"  {MARKS[c.verdict] or ' '} {format_change(c.ratio):>7}{interval:<20} {values:<24} {name}{by}")
+    for verdict in (Verdict.REGRESSED, Verdict.INCONCLUSIVE, Verdict.IMPROVED, Verdict.NEW):
+        mine = sorted((c for c in rows if c.verdict == verdict), key=_largest_change_first)
+        listed = mine if verdict == Verdict.REGRESSED else mine[:LISTED]
+        lines += [_gate_line(c, metric) for c in listed]
+        if len(mine) > len(listed):
+            lines.append(f"    ... and {len(mine) - len(listed)} more {verdict.value.lower()} (-v lists every benchmark)")
     unchanged = sum(c.verdict == Verdict.UNCHANGED for c in rows)
     missing = [c for c in rows if c.verdict == Verdict.MISSING]
     tail = [f"{unchanged} unchanged"]
@@ -171,6 +172,17 @@ def gate_lines(rows: Sequence[Comparison], meta: Mapping, metric: Metric, not_se
                     f"{', '.join(c.name.split('::')[-1] for c in missing[:3])}{' ...' if len(missing) > 3 else ''}")
     lines += _wrapped("; ".join(tail), "  ")
     return lines
+
+
+def _largest_change_first(c: Comparison) -> tuple[float, str]:
+    return (-abs(math.log(c.ratio)) if c.ratio and c.ratio > 0 else 0.0, c.name)
+
+
+def _gate_line(c: Comparison, metric: Metric) -> str:
+    interval = f" [{format_change(c.ci_low)}, {format_change(c.ci_high)}]" if c.ci_low is not None else ""
+    values = f"{format_value(c.baseline_value, metric)} -> {format_value(c.current_value, metric)}"
+    by = f"  ({c.evidence})" if c.evidence else ""
+    return f"  {MARKS[c.verdict] or ' '} {format_change(c.ratio):>7}{interval:<20} {values:<24} {c.name.split('::')[-1]}{by}"
 
 
 def render(cells: Sequence[Cell], backends: Sequence[str], rows: Sequence[Comparison] | None, meta: Mapping,

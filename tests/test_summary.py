@@ -85,6 +85,20 @@ def test_with_a_baseline_each_cell_carries_its_change_and_mark_and_the_verdict_c
     assert lines[-1] == "FAIL: 1 regressed, 0 improved, 1 unchanged, 0 inconclusive, 0 new, 1 missing (3 benchmarks)"
 
 
+def test_every_regression_is_listed_largest_first_and_other_verdicts_only_up_to_a_few():
+    def row(i: int, verdict: Verdict, ratio: float) -> Comparison:
+        return Comparison(f"perf/test_stages.py::test_stage[seed-s{i:02d}-numpy]", verdict, 0.05, baseline_value=1e-6,
+                          current_value=ratio * 1e-6, ratio=ratio, ci_low=ratio - 0.01, ci_high=ratio + 0.01)
+    regressed = [row(i, Verdict.REGRESSED, 1.1 + i / 100) for i in range(12)]
+    improved = [row(20 + i, Verdict.IMPROVED, 0.9 - i / 100) for i in range(20)]
+    lines = summary.gate_lines([*improved, *regressed], {"mode": "saved baseline"}, Metric.TIME, 0)
+    listed = [line for line in lines if "test_stage[" in line]
+    assert [line.split()[0] for line in listed] == ["R"] * 12 + ["I"] * summary.LISTED
+    assert "seed-s11-numpy" in listed[0] and "seed-s00-numpy" in listed[11]  # the largest regression first
+    assert "seed-s39-numpy" in listed[12]  # the largest improvement first
+    assert f"... and {20 - summary.LISTED} more improved (-v lists every benchmark)" in "\n".join(lines)
+
+
 def test_the_progress_display_draws_on_a_terminal_and_only_logs_elsewhere():
     logged: list[str] = []
     quiet = Progress(10, "measuring", logged.append, live=False)
