@@ -2,7 +2,7 @@
 detection of injected slowdowns and of a real change committed after the baseline, and what it costs.
 
     python -m perf.calibrate [--reps 10] [--workdir DIR] [--out docs/results/gate.md] [--real-copies 2]
-                             [--render] [-- PYTEST ARGS...]
+                             [--render | --resume] [-- PYTEST ARGS...]
 
 The default selection (``pytest perf`` with no selection: every available backend, sizes seed and
 compute, the roofline probes, every stage, out= form and step), in a clone of this repository's
@@ -16,7 +16,8 @@ HEAD (so that the baseline's commit is real and the working tree is never touche
    injected by the test-only plugin tests/plugins/slowdown.py (``INJECTED``); the real change.
 
 Every run's verdicts (``--perf-report-json``), its wall time and how its suspects were confirmed
-land in --workdir (summary.json); --render writes the report again from there.
+land in --workdir (summary.json), after each round; --render writes the report again from there, and
+--resume goes on with the rounds a stopped calibration had left (same clone, same saved baseline).
 """
 
 from __future__ import annotations
@@ -94,15 +95,20 @@ def compare(work: Path, name: str, commit: str, pytest_args: list[str], inject: 
             "at": f"{datetime.now(timezone.utc):%H:%M}"}
 
 
-def measure(repo: Path, work: Path, reps: int, copies: int, pytest_args: list[str]) -> dict:
-    commits = prepare(repo, work, copies, pytest_args)
-    runs: list[dict] = []
-    for rep in range(reps):
+def measure(repo: Path, work: Path, reps: int, copies: int, pytest_args: list[str], meta: dict,
+            done: dict | None = None) -> dict:
+    """``reps`` rounds, in summary.json after each with ``meta``; ``done`` (a stopped calibration's summary)
+    keeps its clone, baseline and finished rounds."""
+    commits = done["commits"] if done else prepare(repo, work, copies, pytest_args)
+    runs: list[dict] = list(done["runs"]) if done else []
+    del runs[len(runs) // 3 * 3:]  # a round is redone whole
+    for rep in range(len(runs) // 3, reps):
         runs.append({"kind": "aa", **compare(work, f"aa-{rep}", commits["base"], pytest_args, inject=False)})
         runs.append({"kind": "inject", **compare(work, f"inject-{rep}", commits["base"], pytest_args, inject=True)})
         runs.append({"kind": "real", **compare(work, f"real-{rep}", commits["real"], pytest_args, inject=False)})
-        write_json(work / "summary.json", {"commits": commits, "runs": runs}, indent=1)  # what is done so far
-    return {"commits": commits, "runs": runs}
+        meta = {**meta, "commit": commits["base"][:10]}
+        write_json(work / "summary.json", {"commits": commits, "runs": runs, "meta": meta}, indent=1)  # done so far
+    return {"commits": commits, "runs": runs, "meta": meta}
 
 
 # --------------------------------------------------------------------------- the report
@@ -124,9 +130,11 @@ def render(res: dict, meta: dict) -> list[str]:
     aa = [r for r in runs if r["kind"] == "aa"]
     lines = [
         "## Saved-baseline gate on the default selection", "",
-        f"Machine: {meta['machine']}. {meta['started']} UTC, {meta['minutes']:.0f} min. Commit {meta['commit']}.",
+        f"Machine: {meta['machine']}. Started {meta['started']} UTC; "
+        f"{sum(r['wall'] for r in runs) / 60:.0f} min of compare runs. "
+        f"Commit {meta['commit']}.",
         f"Command: `{meta['command']}`: one saved run of the default `pytest perf` (every backend, seed and compute, "
-        f"probes included), then {meta['reps']} rounds of three `pytest perf --benchmark-compare=0001` runs: "
+        f"probes included), then {len(aa)} rounds of three `pytest perf --benchmark-compare=0001` runs: "
         "unchanged code, slowdowns injected by `tests/plugins/slowdown.py` "
         f"(`PERF_SLOWDOWN={INJECTED}`), and a real change committed after the baseline "
         f"({meta['copies']} more copy(ies) of numpy relu_backward's mask). Default threshold (5%) and confirmation "
@@ -171,32 +179,34 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--out", default="", help="also write the report (Markdown) to this file")
     parser.add_argument("--workdir", help="keep the clone, the storage and every report here (default: a temporary folder)")
     parser.add_argument("--render", action="store_true", help="measure nothing: the report again from --workdir")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with a stopped calibration in --workdir (its clone, baseline and finished rounds)")
     own, tail = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     args = parser.parse_args(own)
+    if (args.render or args.resume) and not args.workdir:
+        parser.error("--render and --resume need --workdir (a calibration's working directory)")
     if args.render:
-        if not args.workdir:
-            parser.error("--render needs --workdir (a calibration's working directory)")
         try:
             doc = read_json(Path(args.workdir) / "summary.json", "a calibration summary")
             res, meta = {"runs": doc["runs"]}, doc["meta"]
         except (ResultsError, KeyError, TypeError) as e:
-            raise UsageError(f"--render: no finished calibration in {args.workdir}/summary.json ({e})") from None
+            raise UsageError(f"--render: no calibration in {args.workdir}/summary.json ({e})") from None
     else:
         repo = Path(git(".", "rev-parse", "--show-toplevel"))
         work = Path(args.workdir or tempfile.mkdtemp(prefix="perf-calibrate-"))
+        done = _stopped(work) if args.resume else None
         work.mkdir(parents=True, exist_ok=True)
-        if any(work.iterdir()):
-            raise UsageError(f"--workdir {work}: not empty; give a new or empty folder")
+        if done is None and any(work.iterdir()):
+            raise UsageError(f"--workdir {work}: not empty; give a new or empty folder, or --resume a stopped calibration")
         machine.pin_threads(1)  # as the measured runs do, so the fingerprint below is theirs
-        started = datetime.now(timezone.utc)
-        res = measure(repo, work, args.reps, args.real_copies, tail)
         fp = machine.fingerprint()
         meta = {"machine": f"{fp['cpu']}, {fp['cpus']} vCPUs (shared), threads {fp['threads']}, torch {fp['torch']}, "
                            f"numpy {fp['numpy']}",
-                "started": f"{started:%Y-%m-%d %H:%M}", "minutes": (datetime.now(timezone.utc) - started).total_seconds() / 60,
-                "command": shlex.join(["python", "-m", "perf.calibrate", *argv]), "commit": res["commits"]["base"][:10],
-                "reps": args.reps, "copies": args.real_copies}
-        write_json(work / "summary.json", {**res, "meta": meta}, indent=1)
+                "started": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+                "command": shlex.join(["python", "-m", "perf.calibrate", *argv]), "copies": args.real_copies,
+                **(done or {}).get("meta", {})}  # a resumed calibration keeps its start and command
+        res = measure(repo, work, args.reps, args.real_copies, tail, meta, done)
+        meta = res["meta"]
         print(f"calibrate: raw results in {work}", file=sys.stderr)
     lines = render(res, meta)
     print("\n".join(lines))
@@ -204,6 +214,19 @@ def _main(argv: list[str]) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     return 0
+
+
+def _stopped(work: Path) -> dict:
+    """A stopped calibration's summary.json: its commits and finished runs."""
+    try:
+        doc = read_json(work / "summary.json", "a calibration summary")
+        if not isinstance(doc.get("commits"), dict) or not isinstance(doc.get("runs"), list):
+            raise KeyError("commits or runs")
+    except (ResultsError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"--resume: no calibration to go on with in {work}/summary.json ({e})") from None
+    if not (work / "repo").is_dir():
+        raise UsageError(f"--resume: {work}/repo (the calibration's clone) is missing")
+    return doc
 
 
 if __name__ == "__main__":

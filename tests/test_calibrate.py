@@ -34,7 +34,7 @@ def results() -> dict:
 
 def test_render_counts_failed_runs_flags_per_target_and_cost():
     text = "\n".join(calibrate.render(results(), META))
-    assert "Machine: test box. 2026-12-03 09:00 UTC, 75 min. Commit abc1234567." in text
+    assert "Machine: test box. Started 2026-12-03 09:00 UTC; 15 min of compare runs. Commit abc1234567." in text
     assert "| 2 | 1 | 1 | 4 | 1 | 10:00, 11:05 |" in text  # A/A: one failed run, one benchmark regressed
     assert "| relu +50% at seed | `seed-relu-numpy` | 2/2 | +50%, +50% |" in text
     assert "| relu +50% at seed | `seed-relu-torch-cpu` | 2/2 | +48%, +48% |" in text
@@ -52,10 +52,35 @@ def test_render_reads_the_summary_back_and_refuses_a_workdir_without_one(tmp_pat
     capsys.readouterr()
     assert calibrate.main(["--render", "--workdir", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--render: no finished calibration in" in err[0]
+    assert len(err) == 1 and "--render: no calibration in" in err[0]
 
 
 def test_a_workdir_in_use_is_refused(tmp_path, capsys):
     (tmp_path / "something").write_text("")
     assert calibrate.main(["--workdir", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_workdir_without_a_stopped_calibration(tmp_path, capsys):
+    assert calibrate.main(["--resume"]) == 2
+    assert "--resume need --workdir" in capsys.readouterr().err
+    assert calibrate.main(["--resume", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume: no calibration to go on with" in err[0]
+    (tmp_path / "summary.json").write_text(json.dumps({"commits": {"base": "a", "real": "b"}, "runs": []}))
+    assert calibrate.main(["--resume", "--workdir", str(tmp_path)]) == 2
+    assert "the calibration's clone) is missing" in capsys.readouterr().err
+
+
+def test_resume_keeps_finished_rounds_and_redoes_a_partial_one(tmp_path, monkeypatch):
+    finished = [run(kind, 0, [], at="10:00") for kind in ("aa", "inject", "real", "aa")]  # a round and a part
+    done = {"commits": {"base": "b", "real": "r"},
+            "runs": [{**r, "name": f"{r['kind']}-{i // 3}"} for i, r in enumerate(finished)]}
+    measured = []
+    monkeypatch.setattr(calibrate, "prepare", lambda *a: (_ for _ in ()).throw(AssertionError("prepared again")))
+    monkeypatch.setattr(calibrate, "compare", lambda work, name, commit, args, inject: measured.append((name, commit))
+                        or {"name": name, "rc": 0, "wall": 1.0, "rows": [], "confirmed": 0, "at": "12:00"})
+    res = calibrate.measure(tmp_path, tmp_path, 3, 2, [], {"started": "now"}, done)
+    assert measured == [("aa-1", "b"), ("inject-1", "b"), ("real-1", "r"), ("aa-2", "b"), ("inject-2", "b"), ("real-2", "r")]
+    assert [r["name"] for r in res["runs"]][:3] == ["aa-0", "inject-0", "real-0"] and len(res["runs"]) == 9
+    assert json.loads((tmp_path / "summary.json").read_text())["runs"][3]["name"] == "aa-1"
