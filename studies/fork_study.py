@@ -77,20 +77,28 @@ def measure(work: Path, pairs: int, processes: int, runs: int, selection: list[s
 
 
 def render(study: dict, meta: dict) -> list[str]:
+    """The Markdown report; a part measured zero times (``--pairs 0`` or ``--runs 0``) is left out."""
     walls, spread = study["walls"], study["spread"]
-    ratios = [d / o for d, o in zip(walls["default"], walls["one"])]
-    lines = [f"Machine: {meta['machine']}. {meta['date']} UTC, commit {meta['commit']}. Command: `{meta['command']}`.", "",
-             "### Wall time: the default run (6 processes, forked) against one process (target: at most 1.5x)", "",
-             "| pair | default | --perf-processes 1 | ratio |", "|---:|---:|---:|---:|"]
-    lines += [f"| {i + 1} | {d:.0f} s | {o:.0f} s | {d / o:.2f}x |"
-              for i, (d, o) in enumerate(zip(walls["default"], walls["one"]))]
-    lines += ["", f"Median ratio {statistics.median(ratios):.2f}x.", "",
-              f"### Independence: the spread of {meta['processes']} per-process minima, forked against fresh", "",
-              "Per benchmark, the standard deviation of the logs of its per-process minima (0.01 is about 1%); "
-              "the median over the runs of each kind. A ratio below 1: forked children agree more with each "
-              "other than fresh processes do.", "",
-              "| benchmarks | forked: median spread | fresh: median spread | forked / fresh: median of the ratios | "
-              "benchmarks where forked spread less |", "|---|---:|---:|---:|---:|"]
+    lines = [f"Machine: {meta['machine']}. {meta['date']} UTC, commit {meta['commit']}. Command: `{meta['command']}`.", ""]
+    if walls["default"]:
+        ratios = [d / o for d, o in zip(walls["default"], walls["one"])]
+        lines += ["### Wall time: the default run (6 processes, forked) against one process (target: at most 1.5x)", "",
+                  "| pair | default | --perf-processes 1 | ratio |", "|---:|---:|---:|---:|"]
+        lines += [f"| {i + 1} | {d:.0f} s | {o:.0f} s | {d / o:.2f}x |"
+                  for i, (d, o) in enumerate(zip(walls["default"], walls["one"]))]
+        lines += ["", f"Median ratio {statistics.median(ratios):.2f}x.", ""]
+    if spread["fork"]:
+        lines += _independence(spread, meta["processes"])
+    return lines
+
+
+def _independence(spread: dict[str, list[dict[str, float]]], processes: int) -> list[str]:
+    lines = [f"### Independence: the spread of {processes} per-process minima, forked against fresh", "",
+             "Per benchmark, the standard deviation of the logs of its per-process minima (0.01 is about 1%); "
+             "the median over the runs of each kind. A ratio below 1: forked children agree more with each "
+             "other than fresh processes do.", "",
+             "| benchmarks | forked: median spread | fresh: median spread | forked / fresh: median of the ratios | "
+             "benchmarks where forked spread less |", "|---|---:|---:|---:|---:|"]
     names = sorted(set.intersection(*(set(s) for s in [*spread["fork"], *spread["fresh"]])))
     fork = {n: statistics.median(s[n] for s in spread["fork"]) for n in names}
     fresh = {n: statistics.median(s[n] for s in spread["fresh"]) for n in names}
