@@ -179,10 +179,14 @@ def _largest_change_first(c: Comparison) -> tuple[float, str]:
 
 
 def _gate_line(c: Comparison, metric: Metric) -> str:
+    """One benchmark's verdict in a line that fits WIDTH whole: the columns close up before anything is cut."""
     interval = f" [{format_change(c.ci_low)}, {format_change(c.ci_high)}]" if c.ci_low is not None else ""
     values = f"{format_value(c.baseline_value, metric)} -> {format_value(c.current_value, metric)}"
-    by = f"  ({c.evidence})" if c.evidence else ""
-    return f"  {MARKS[c.verdict] or ' '} {format_change(c.ratio):>7}{interval:<20} {values:<24} {c.name.split('::')[-1]}{by}"
+    # "A/B vs <commit>": the confirmation line above names the commit once
+    by = f"  ({'A/B' if c.evidence.startswith('A/B') else c.evidence})" if c.evidence else ""
+    head, name = f"  {MARKS[c.verdict] or ' '} {format_change(c.ratio):>7}", c.name.split("::")[-1]
+    line = f"{head}{interval:<20} {values:<24} {name}{by}"
+    return line if len(line) <= WIDTH else f"{head}{interval} {values} {name}{by}"
 
 
 def render(cells: Sequence[Cell], backends: Sequence[str], rows: Sequence[Comparison] | None, meta: Mapping,

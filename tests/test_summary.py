@@ -78,11 +78,19 @@ def test_with_a_baseline_each_cell_carries_its_change_and_mark_and_the_verdict_c
     assert all(len(line) <= summary.WIDTH for line in lines)
     relu = next(line for line in lines if line.startswith("relu"))
     assert "+50.0% R" in relu
-    assert any(line.strip().startswith("R  +50.0% [+40.0%, +60.0%]") and "test_stage[seed-relu-numpy]  (A/B vs abc)"
-               in line for line in lines)
+    assert any(line.strip().startswith("R  +50.0% [+40.0%, +60.0%]")
+               and line.endswith("test_stage[seed-relu-numpy]  (A/B)") for line in lines)  # the confirmation names the commit
     assert any("1 unchanged; 47 benchmark(s) of the baseline not selected in this run; 1 benchmark(s) of the baseline "
                "missing now" in line for line in lines)
     assert lines[-1] == "FAIL: 1 regressed, 0 improved, 1 unchanged, 0 inconclusive, 0 new, 1 missing (3 benchmarks)"
+
+
+def test_a_long_gate_line_closes_up_its_columns_rather_than_lose_its_end():
+    name = "test_stage_out[4096x1000x4096x1000-relu_backward-torch-cpu-float64]"
+    long = Comparison(f"perf/test_stages.py::{name}", Verdict.INCONCLUSIVE, 0.05, baseline_value=841e-6, current_value=746e-6, ratio=0.893, ci_low=0.806, ci_high=0.99,
+                      evidence="A/B vs e6b09de650")
+    (line,) = [line for line in summary.gate_lines([long], {}, Metric.TIME, 0) if "test_stage_out" in line]
+    assert len(line) <= summary.WIDTH and line.endswith(f"{name}  (A/B)")
 
 
 def test_every_regression_is_listed_largest_first_and_other_verdicts_only_up_to_a_few():
