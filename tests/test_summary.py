@@ -87,8 +87,8 @@ def test_with_a_baseline_each_cell_carries_its_change_and_mark_and_the_verdict_c
 
 def test_a_long_gate_line_closes_up_its_columns_rather_than_lose_its_end():
     name = "test_stage_out[4096x1000x4096x1000-relu_backward-torch-cpu-float64]"
-    long = Comparison(f"perf/test_stages.py::{name}", Verdict.INCONCLUSIVE, 0.05, baseline_value=841e-6, current_value=746e-6, ratio=0.893, ci_low=0.806, ci_high=0.99,
-                      evidence="A/B vs e6b09de650")
+    long = Comparison(f"perf/test_stages.py::{name}", Verdict.INCONCLUSIVE, 0.05, baseline_value=841e-6,
+                      current_value=746e-6, ratio=0.893, ci_low=0.806, ci_high=0.99, evidence="A/B vs e6b09de650")
     (line,) = [line for line in summary.gate_lines([long], {}, Metric.TIME, 0) if "test_stage_out" in line]
     assert len(line) <= summary.WIDTH and line.endswith(f"{name}  (A/B)")
 
