@@ -12,20 +12,17 @@ makes numpy's relu return a copy of its result (a real code change, not an injec
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import subprocess
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: perf comes from this checkout
 
-from perf import machine  # noqa: E402
-from perf.cli import Parser, UsageError, run_main  # noqa: E402
+from perf.cli import UsageError, run_main  # noqa: E402
+from studies import common  # noqa: E402
 
 PROG = "python studies/bisect_study.py"
 RELU = ("def relu(h, out=None):\n    return np.maximum(h, 0, out=out)\n",
@@ -65,12 +62,7 @@ def make_repo(repo: Path, at: int) -> list[str]:
 def bisect(repo: Path, commits: list[str], extra: list[str], out: Path) -> dict:
     cmd = [sys.executable, "-m", "perf.bisect", "--good", commits[0], "--bad", commits[-1], "--json", str(out),
            *SELECT, *extra]
-    print(f"{PROG}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=repo, env=machine.child_env(), capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise UsageError(f"perf.bisect exited {proc.returncode}: {proc.stderr.strip()[-400:]}")
+    proc, wall = common.run(PROG, cmd, repo)
     doc = json.loads(out.read_text())
     (answer,) = [a for a in doc["answers"] if a["benchmark"].endswith("test_stage[seed-relu-numpy]")]
     return {"wall": wall, "first": answer["first"], "status": answer["status"], "probes": len(doc["probes"]),
@@ -82,11 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", required=True)
+    p = common.parser(PROG, __doc__)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--at", type=int, default=8)
-    p.add_argument("--out", default="")
     args = p.parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -96,24 +86,17 @@ def _main(argv: list[str]) -> int:
     for i in range(args.runs):
         found["time"].append(bisect(work / "repo", commits, [], work / f"time-{i}.json"))
         found["count"].append(bisect(work / "repo", commits, ["--perf-metric", "instructions"], work / f"count-{i}.json"))
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    lines = [f"Machine: {machine.cpu_model()}, {len(machine.cpus())} vCPUs (shared). "
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}. "
-             f"Command: `{shlex.join(['python', 'studies/bisect_study.py', *argv])}`; the culprit: commit {args.at} "
-             f"({culprit}) of 16.", "",
+    meta = common.meta("bisect_study.py", argv)
+    lines = [f"Machine: {meta['machine']}. {meta['date']} UTC, commit {meta['commit']}. "
+             f"Command: `{meta['command']}`; the culprit: commit {args.at} ({culprit}) of 16.", "",
              "| metric | run | named | right | probes | wall |", "|---|---:|---|---|---:|---:|"]
     for metric, runs in found.items():
         for i, r in enumerate(runs, 1):
             named = (r["first"] or r["status"]).split()[0]
             lines.append(f"| {metric} | {i} | {r['first'] or r['status']} | {'yes' if named == culprit else 'NO'} | "
                          f"{r['probes']} | {r['wall'] / 60:.1f} min |")
-    text = "\n".join(lines) + "\n"
     (work / "study.json").write_text(json.dumps({"culprit": culprit, "found": found}, indent=1))
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    return 0
+    return common.publish(lines, args.out)
 
 
 if __name__ == "__main__":

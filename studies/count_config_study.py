@@ -17,20 +17,18 @@
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: perf comes from this checkout
 
-from perf import command, machine  # noqa: E402
-from perf.cli import Parser, UsageError, run_main  # noqa: E402
+from perf import command  # noqa: E402
+from perf.cli import run_main  # noqa: E402
 from perf.results import load_run, load_verdicts  # noqa: E402
+from studies import common  # noqa: E402
 
 PROG = "python studies/count_config_study.py"
 COUNT = ["--perf-metric", "instructions"]
@@ -40,13 +38,8 @@ NARROW = {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}  # 
 
 
 def run(args: list[str], work: Path, cwd: Path = ROOT, env: dict | None = None, ok=(0, 1)) -> tuple[int, float]:
-    cmd = command.pytest_perf(args, storage=work / "storage")
-    print(f"{PROG}: {' '.join(f'{k}={v}' for k, v in (env or {}).items())} {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env={**machine.child_env(), **(env or {})}, capture_output=True, text=True)
-    if proc.returncode not in ok:
-        raise UsageError(f"exit {proc.returncode}: {(proc.stdout + proc.stderr).strip()[-400:]}")
-    return proc.returncode, time.perf_counter() - start
+    proc, wall = common.run(PROG, command.pytest_perf(args, storage=work / "storage"), cwd, env, ok)
+    return proc.returncode, wall
 
 
 def configuration(work: Path, reps: int) -> dict:
@@ -124,32 +117,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", required=True)
+    p = common.parser(PROG, __doc__, render=True)
     p.add_argument("--reps", type=int, default=2)
-    p.add_argument("--out", default="")
-    p.add_argument("--render", action="store_true")
     args = p.parse_args(argv)
     work = Path(args.workdir)
     if args.render:
-        doc = json.loads((work / "study.json").read_text())
+        doc = common.load(work)
     else:
         work.mkdir(parents=True, exist_ok=True)
         valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        meta = {"machine": f"{machine.cpu_model()}, {len(machine.cpus())} vCPUs (shared)", "valgrind": valgrind,
-                "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}", "commit": commit,
-                "command": shlex.join(["python", "studies/count_config_study.py", *argv])}
+        meta = {**common.meta("count_config_study.py", argv), "valgrind": valgrind}
         study = {"configuration": configuration(work, args.reps), "environment": environment(work),
                  "fresh": fresh_machine(work), "cost": cost(work)}
         doc = {"meta": meta, "study": study}
         (work / "study.json").write_text(json.dumps(doc, indent=1))
-    text = "\n".join(render(doc["study"], doc["meta"]))
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    return 0
+    return common.publish(render(doc["study"], doc["meta"]), args.out)
 
 
 if __name__ == "__main__":

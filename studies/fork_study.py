@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 import statistics
-import subprocess
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +28,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: perf comes from this checkout
 
 from perf import command, machine  # noqa: E402
-from perf.cli import Parser, UsageError, run_main, split_dashdash  # noqa: E402
+from perf.cli import run_main, split_dashdash  # noqa: E402
 from perf.results import load_run  # noqa: E402
+from studies import common  # noqa: E402
 
 PROG = "python studies/fork_study.py"
 
@@ -41,13 +38,7 @@ PROG = "python studies/fork_study.py"
 def timed(args: list[str], work: Path, name: str) -> float:
     """Run ``pytest perf ARGS`` from the checkout; its wall seconds (UsageError unless it passes)."""
     cmd = command.pytest_perf([*args, f"--benchmark-json={work / name}.json"], storage=work / "storage")
-    print(f"{PROG}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=machine.child_env(), capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise UsageError(f"{name}: pytest perf exited {proc.returncode}: {(proc.stdout + proc.stderr).strip()[-300:]}")
-    return wall
+    return common.run(PROG, cmd, ROOT)[1]
 
 
 def spreads(path: Path) -> dict[str, float]:
@@ -120,33 +111,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     own, tail = split_dashdash(argv)
-    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", required=True)
+    p = common.parser(PROG, __doc__, render=True)
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--processes", type=int, default=12)
     p.add_argument("--runs", type=int, default=2)
-    p.add_argument("--out", default="")
-    p.add_argument("--render", action="store_true", help="the report again from --workdir's study.json")
     args = p.parse_args(own)
     work = Path(args.workdir)
     if args.render:
-        doc = json.loads((work / "study.json").read_text())
+        doc = common.load(work)
         study, meta = doc["study"], doc["meta"]
     else:
         work.mkdir(parents=True, exist_ok=True)
         machine.pin_threads(1)
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        meta = {"machine": f"{machine.cpu_model()}, {len(machine.cpus())} vCPUs (shared)",
-                "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}", "commit": commit, "processes": args.processes,
-                "command": shlex.join(["python", "studies/fork_study.py", *argv])}
+        meta = {**common.meta("fork_study.py", argv), "processes": args.processes}
         study = measure(work, args.pairs, args.processes, args.runs, tail)
         (work / "study.json").write_text(json.dumps({"meta": meta, "study": study}, indent=1))
-    text = "\n".join(render(study, meta))
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    return 0
+    return common.publish(render(study, meta), args.out)
 
 
 if __name__ == "__main__":
