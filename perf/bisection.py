@@ -11,8 +11,10 @@ suite could not run there (as ``git bisect skip``). What counts as a change is a
 1. Endpoints: ``probe(first, last)``. A benchmark whose verdict there is not a change is UNCHANGED and
    not searched; if none changed, that is the whole answer. A Skip there is a UsageError: the ends
    must run.
-2. Search: binary search comparing the first candidate with a midpoint, ``probe(first, mid)``: a
-   change means it happened at or before mid, none that it happened after. Probes are cached by
+2. Search: binary search comparing the first candidate with a midpoint, ``probe(first, mid)``, for the
+   change the endpoints showed (regressed, or improved): that change at mid means it happened at or
+   before mid; anything else (no change, or the other direction: a history need not be monotone), that it
+   happened after. Probes are cached by
    (base, head) and measure every benchmark, so benchmarks whose intervals coincide share them.
    A skipped midpoint is passed over for its nearest neighbour inside the interval (below first on a
    tie) and stays skipped for every benchmark; a Skip is taken to be the head's failure. When only
@@ -223,17 +225,18 @@ def find_first_changes(candidates: Sequence[str], benchmarks: Iterable[str], pro
         if not steps[0].changed:
             answers.append(BenchmarkBisection(name, Status.UNCHANGED, None, None, (), tuple(steps), None, (), len(used)))
             continue
+        wanted = verdict  # the endpoints' change: numpy 2.0 can be faster and 2.4 slower than 1.26 (docs/results/stack.md)
         lo, hi, met = 0, len(candidates) - 1, set()
         while hi - lo > 1:
             mid = _nearest_unskipped(lo, hi, skipped, met)
             if mid is None:
                 break
             verdict, note = prober.verdict(name, first, candidates[mid], "search", used)
-            steps.append(Step(first, candidates[mid], verdict, verdict in counts_as_change, note))
+            steps.append(Step(first, candidates[mid], verdict, verdict is wanted, note))
             if verdict is None:
                 skipped.add(mid)
                 met.add(mid)
-            elif verdict in counts_as_change:
+            elif verdict is wanted:
                 hi = mid
             else:
                 lo = mid

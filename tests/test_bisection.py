@@ -117,6 +117,14 @@ def test_an_improvement_is_a_change_for_versions_but_not_for_commits():
     assert answer.first_changed == "c06" and answer.change is IMPROVED and answer.confirmation.agrees
 
 
+def test_the_search_looks_for_the_endpoints_change_in_a_history_that_is_not_monotone():
+    # numpy's relu at seed, counted: 2.0.2 faster than 1.26.4, 2.4.6 slower than both (docs/results/stack.md)
+    suite = Suite(5, {"relu": {1: -1, 4: 2}})
+    answer = only(suite.bisect(counts_as_change=ANY_CHANGE), "relu")
+    assert answer.change is REGRESSED and answer.first_changed == "c04" and answer.confirmation.agrees
+    assert suite.calls[:2] == [("c00", "c04"), ("c00", "c02")]  # c02 read improved: not yet the regression
+
+
 def test_two_benchmarks_changing_at_different_candidates_share_the_probes_they_can():
     suite = Suite(16, {"a": {5: 1}, "b": {11: 1}, "c": {}})
     result = suite.bisect()
