@@ -1,7 +1,7 @@
 """Counts measure the code that runs (issue 20), for docs/results/counts.md: a stage replaced by a plugin's
 ``pytest_configure``, a variable that picks numpy's code path, the first count on a fresh machine, the cost.
 
-    python studies/count_config_study.py --workdir DIR [--reps 2] [--out PATH]
+    python studies/count_config_study.py --workdir DIR [--reps 2] [--parts config,env,fresh,cost] [--out PATH]
 
 1. Configuration: with the test-only plugin tests/plugins/configured.py (it swaps numpy's relu in its
    ``pytest_configure``, chosen by RELU_FORM, not a PERF_ variable), one counted run saved, then
@@ -34,6 +34,7 @@ PROG = "python studies/count_config_study.py"
 COUNT = ["--perf-metric", "instructions"]
 NUMPY_SEED = ["--perf-size", "seed", "--perf-backend", "numpy"]
 PLUGIN = ["-p", "tests.plugins.configured"]
+PARTS = {"config": "configuration", "env": "environment", "fresh": "fresh", "cost": "cost"}
 NARROW = {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}  # numpy 2.4's dispatched targets
 
 
@@ -90,25 +91,35 @@ def render(study: dict, meta: dict) -> list[str]:
              f"Command: `{meta['command']}`.", "",
              "### A stage replaced in a plugin's pytest_configure (tests/plugins/configured.py, RELU_FORM)", "",
              "| relu's form | runs failed (exit 1) | relu's change | benchmarks REGRESSED, per run |", "|---|---:|---|---|"]
-    for form, runs in study["configuration"].items():
+    for form, runs in study.get("configuration", {}).items():
         changes = ", ".join(f"{(r['relu'] - 1) * 100:+.1f}%" if r["relu"] else "-" for r in runs)
         flagged = "; ".join(", ".join(n.rpartition("::")[2] for n in r["regressed"]) or "none" for r in runs)
         lines.append(f"| {form} | {sum(r['rc'] == 1 for r in runs)}/{len(runs)} | {changes} | {flagged} |")
-    env = study["environment"]
-    lines += ["", "### NPY_DISABLE_CPU_FEATURES (numpy's dispatched SIMD targets off), counted and timed", "",
-              f"Code path counted: all features {env['all']['path']}, narrowed {env['narrow']['path']}; timed: all "
-              f"{env['all']['timed_path']}, narrowed {env['narrow']['timed_path']}.", "",
-              "| numpy stage at seed | instructions, all | narrowed | change | time, all | narrowed | change |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    if "configuration" not in study:
+        lines = [*lines[:2], "(the configuration part was not run here)"]
+    if "environment" in study:
+        lines += _environment(study["environment"])
+    if "fresh" in study:
+        fresh = study["fresh"]
+        lines += ["", f"### A fresh clone, an empty cache folder: the first counted run exited {fresh['rc']} in "
+                      f"{fresh['wall']:.0f} s and built {', '.join(fresh['shim']) or 'no shim'} there."]
+    if "cost" in study:
+        spent = study["cost"]
+        lines += ["", f"### Cost: the seed preset, numpy and torch-cpu, every stage, out= form and step: "
+                      f"{spent['benchmarks']} benchmarks counted in {spent['wall'] / 60:.1f} min (target: within 5)."]
+    return [*lines, ""]
+
+
+def _environment(env: dict) -> list[str]:
+    lines = ["", "### NPY_DISABLE_CPU_FEATURES (numpy's dispatched SIMD targets off), counted and timed", "",
+             f"Code path counted: all features {env['all']['path']}, narrowed {env['narrow']['path']}; timed: all "
+             f"{env['all']['timed_path']}, narrowed {env['narrow']['timed_path']}.", "",
+             "| numpy stage at seed | instructions, all | narrowed | change | time, all | narrowed | change |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, count in env["all"]["counts"].items():
         narrow, t, nt = env["narrow"]["counts"][name], env["all"]["times"][name], env["narrow"]["times"][name]
         lines.append(f"| {name} | {count:,.0f} | {narrow:,.0f} | {(narrow / count - 1) * 100:+.1f}% | "
                      f"{t * 1e6:.2f} µs | {nt * 1e6:.2f} µs | {(nt / t - 1) * 100:+.1f}% |")
-    fresh, spent = study["fresh"], study["cost"]
-    lines += ["", f"### A fresh clone, an empty cache folder: the first counted run exited {fresh['rc']} in "
-                  f"{fresh['wall']:.0f} s and built {', '.join(fresh['shim']) or 'no shim'} there.", "",
-              f"### Cost: the seed preset, numpy and torch-cpu, every stage, out= form and step: {spent['benchmarks']} "
-              f"benchmarks counted in {spent['wall'] / 60:.1f} min (target: within 5).", ""]
     return lines
 
 
@@ -119,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     p = common.parser(PROG, __doc__, render=True)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
     args = p.parse_args(argv)
     work = Path(args.workdir)
     if args.render:
@@ -127,8 +139,12 @@ def _main(argv: list[str]) -> int:
         work.mkdir(parents=True, exist_ok=True)
         valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
         meta = {**common.meta("count_config_study.py", argv), "valgrind": valgrind}
-        study = {"configuration": configuration(work, args.reps), "environment": environment(work),
-                 "fresh": fresh_machine(work), "cost": cost(work)}
+        parts = args.parts.split(",")
+        if unknown := set(parts) - set(PARTS):
+            p.error(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; accepted: {', '.join(PARTS)}")
+        study = {PARTS[part]: run_part(work, args.reps) for part, run_part in
+                 (("config", configuration), ("env", lambda w, _: environment(w)),
+                  ("fresh", lambda w, _: fresh_machine(w)), ("cost", lambda w, _: cost(w))) if part in parts}
         doc = {"meta": meta, "study": study}
         (work / "study.json").write_text(json.dumps(doc, indent=1))
     return common.publish(render(doc["study"], doc["meta"]), args.out)
