@@ -69,10 +69,12 @@ class Budget:
     min_time: float
     min_rounds: int
 
-    def share(self, processes: int) -> Budget:
-        """Each process's share: max_time / P, and enough rounds (two at least) that P processes still add up to
-        min_rounds."""
-        return Budget(self.max_time / processes, self.min_time, max(2, math.ceil(self.min_rounds / processes)))
+    def share(self, processes: int, start_s: float = 0.0) -> Budget:
+        """Each process's share: max_time / P less ``start_s``, what starting one measuring process costs (so that a
+        benchmark's P processes take about max_time in all, as one process would; never less than half of
+        max_time / P), and enough rounds (two at least) that P processes still add up to min_rounds."""
+        each = self.max_time / processes
+        return Budget(max(each - start_s, each / 2), self.min_time, max(2, math.ceil(self.min_rounds / processes)))
 
     def args(self) -> list[str]:
         return [f"--benchmark-max-time={self.max_time!r}", f"--benchmark-min-time={self.min_time!r}",
@@ -105,12 +107,16 @@ class ForkedProcesses(Processes):
         forked for it; MeasureError on the first failure."""
         argv = command.pytest_perf([*self.args, "--perf-processes=1", "--capture=no", "-p", "no:xdist"],
                                    select=[f"{self.rootdir}/{name}" for name in cases], rootdir=self.rootdir)
-        share = dataclasses.asdict(self.budget.share(self.processes))
         calls: dict[str, float] = {}  # name -> seconds a call, as the first process calibrated it
         found: dict[str, Measured] = {}
         with tempfile.TemporaryDirectory(prefix="perf-fork-") as tmp:
             env = measuring_env(self.threads, **{zygote.SERVE_ENV: "time"})
             with zygote.Zygote(argv, env, self.cwd, Path(tmp, "zygote.log")) as z:
+                try:
+                    start_s = _start_cost(z)
+                except MeasureError as exc:
+                    raise MeasureError(f"{label} 1/{self.processes}, before its first benchmark: {exc}") from None
+                share = dataclasses.asdict(self.budget.share(self.processes, start_s=start_s))
                 for k in range(1, self.processes + 1):
                     where = f"{label} {k}/{self.processes}"
                     start = time.perf_counter()
@@ -126,12 +132,25 @@ class ForkedProcesses(Processes):
         return found
 
 
+def _start_cost(z: zygote.Zygote, pings: int = 3) -> float:
+    """Seconds a measuring child costs beyond its measuring (the fork, its exit, the round trip): the median of
+    ``pings`` children that answer at once, after a first that waits for the zygote to be ready."""
+    z.request({"ping": True})
+    spent = []
+    for _ in range(pings):
+        start = time.perf_counter()
+        z.request({"ping": True})
+        spent.append(time.perf_counter() - start)
+    return sorted(spent)[len(spent) // 2]
+
+
 def serve_times(cases: Mapping[str, Case], timer_mode: str) -> None:
-    """Serve measuring from this zygote: ``{"name": N, "budget": {...}}`` is answered, in a child forked
-    for it, with N measured in that child: bound to arrays of its own, calibrated (by the first process
-    only: later ones are given its time per call), its rounds timed. Before the first fork the zygote
-    makes every case's host data and calls every case once, discarding it: what a first call initialises
-    in the libraries is done once for all children, which then need no warm-up round of their own."""
+    """Serve measuring from this zygote: ``{"ping": true}`` is answered with nothing (the parent timing what
+    a child costs); ``{"name": N, "budget": {...}}``, in a child forked for it, with N measured in that
+    child: bound to arrays of its own, calibrated (by the first process only: later ones are given its time
+    per call), its rounds timed. Before the first fork the zygote makes every case's host data and calls
+    every case once, discarding it: what a first call initialises in the libraries is done once for all
+    children, which then need no warm-up round of their own."""
     first_call: dict[str, float] = {}
     for name, case in cases.items():
         prepare(case)
@@ -142,6 +161,8 @@ def serve_times(cases: Mapping[str, Case], timer_mode: str) -> None:
     gc.collect()
 
     def handle(request: dict, send: zygote.Send) -> None:
+        if request.get("ping"):  # the parent timing what a child costs: nothing to measure
+            return
         budget = Budget(**request["budget"])
         name = request["name"]
         bound = bind(cases[name])

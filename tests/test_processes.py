@@ -148,6 +148,27 @@ def test_each_process_gets_its_share_of_the_time_budget():
     assert Budget(0.5, 1e-4, 10).share(6).min_rounds == 2  # never one round a process
 
 
+def test_a_forked_process_s_share_leaves_out_what_starting_it_costs_but_never_more_than_half():
+    assert Budget(0.6, 1e-4, 10).share(6, start_s=0.02) == Budget(pytest.approx(0.08), 1e-4, 2)
+    assert Budget(0.6, 1e-4, 10).share(6, start_s=0.3) == Budget(pytest.approx(0.05), 1e-4, 2)
+
+
+def test_what_a_forked_child_costs_is_the_median_of_pings_after_the_zygote_is_ready(monkeypatch):
+    clock = iter([0.0, 0.02, 1.0, 1.9, 2.0, 2.03])  # three pings after the first: 20 ms, 900 ms, 30 ms
+
+    class Pinged:
+        requests: list = []
+
+        def request(self, payload):
+            self.requests.append(payload)
+            return []
+
+    monkeypatch.setattr(processes.time, "perf_counter", lambda: next(clock))
+    z = Pinged()
+    assert processes._start_cost(z) == pytest.approx(0.03)
+    assert z.requests == [{"ping": True}] * 4
+
+
 def test_children_get_the_parent_s_plugins_and_ini_overrides_and_nothing_else():
     args = ["perf", "-p", "tests.plugins.slowdown", "-pfoo", "-k", "relu", "--override-ini=a=b", "-o", "x=y",
             "--benchmark-compare", "--perf-processes", "5", "-x", "--junitxml", "j.xml"]
