@@ -2,7 +2,7 @@
 the save it starts, and what it reports on benchmarks that did not change.
 
     python studies/history_study.py --workdir DIR [--saves N] [--injected M] [--histories H] [--out PATH]
-                                    [-- PYTEST SELECTION ...]
+                                    [--rejudge] [-- PYTEST SELECTION ...]
     python studies/history_study.py --constructed [--trials T] [--out PATH]
 
 Real histories: each of H histories is a fresh storage in DIR, filled by N saves of unchanged code
@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from perf import steps, trend  # noqa: E402
+from perf.cases import base_stage  # noqa: E402
 from perf.cli import Parser, UsageError, positive_int, run_main, split_dashdash  # noqa: E402
 from perf.gate import parse_threshold  # noqa: E402
 from perf.results import readable_runs, write_json  # noqa: E402
@@ -112,8 +113,9 @@ def save_runs(storage: Path, logs: Path, count: int, first: int, selection: Sequ
 
 
 def injected_share(series: trend.Series, shares: dict[str, float]) -> float | None:
-    """The slowdown injected into the benchmark's stage from save N+1 on; None for a stage left alone."""
-    return shares.get(series.latest.stage)
+    """The slowdown injected into the benchmark's stage (an out= form's too: it calls the same function) from
+    save N+1 on; None for a stage left alone."""
+    return shares.get(base_stage(series.latest.stage))
 
 
 def judge_history(storage: Path, saves: int, shares: dict[str, float]) -> list[dict]:
@@ -134,14 +136,20 @@ def judge_history(storage: Path, saves: int, shares: dict[str, float]) -> list[d
 
 
 def measure(workdir: Path, saves: int, injected: int, histories: int, selection: Sequence[str]) -> dict:
-    shares = {stage: parse_threshold(share) for stage, share in (item.split(":") for item in SLOWDOWN.split(","))}
-    rows = []
     for h in range(1, histories + 1):
         storage, logs = workdir / f"history-{h}" / "storage", workdir / f"history-{h}" / "logs"
         logs.mkdir(parents=True)
         save_runs(storage, logs, saves, 1, selection, "")
         save_runs(storage, logs, injected, saves + 1, selection, SLOWDOWN)
-        rows += [{**row, "history": h} for row in judge_history(storage, saves, shares)]
+    return judge(workdir, saves, injected, histories, selection)
+
+
+def judge(workdir: Path, saves: int, injected: int, histories: int, selection: Sequence[str]) -> dict:
+    """The histories saved in ``workdir`` judged (again), into its study.json."""
+    shares = {stage: parse_threshold(share) for stage, share in (item.split(":") for item in SLOWDOWN.split(","))}
+    rows = []
+    for h in range(1, histories + 1):
+        rows += [{**row, "history": h} for row in judge_history(workdir / f"history-{h}" / "storage", saves, shares)]
     study = {"saves": saves, "injected": injected, "histories": histories, "slowdown": SLOWDOWN,
              "selection": list(selection), "rows": rows}
     write_json(workdir / "study.json", study)
@@ -266,6 +274,9 @@ def _parser() -> Parser:
     p.add_argument("--injected", type=_count, default=5, metavar="M",
                    help="saves with the slowdown (default 5; 0: a history of unchanged code only)")
     p.add_argument("--histories", type=positive_int, default=3, metavar="H", help="histories (default 3)")
+    p.add_argument("--rejudge", action="store_true",
+                   help="measure nothing: judge the histories already saved in --workdir again (same --saves, --injected, "
+                        "--histories and selection)")
     p.add_argument("--constructed", action="store_true", help="constructed series instead of real histories")
     p.add_argument("--trials", type=positive_int, default=50, metavar="T", help="series per row with --constructed")
     p.add_argument("--out", type=Path, metavar="PATH", help="write the Markdown table here (default: print it)")
@@ -281,9 +292,12 @@ def _study(argv: list[str]) -> int:
     else:
         if args.workdir is None:
             raise UsageError("give --workdir DIR (an empty or new folder), or --constructed")
-        if args.workdir.exists() and any(args.workdir.iterdir()):
+        if args.rejudge:
+            study = judge(args.workdir, args.saves, args.injected, args.histories, tail or SELECTION)
+        elif args.workdir.exists() and any(args.workdir.iterdir()):
             raise UsageError(f"--workdir {args.workdir} is not empty: give an empty or new folder (nothing there is removed)")
-        study = measure(args.workdir, args.saves, args.injected, args.histories, tail or SELECTION)
+        else:
+            study = measure(args.workdir, args.saves, args.injected, args.histories, tail or SELECTION)
         lines = render_histories(study)
     text = "\n".join(lines) + "\n"
     if args.out:
