@@ -75,7 +75,7 @@ def change_with_interval(c: Comparison) -> str:
 
 def regression_line(c: Comparison, metric: Metric | str = Metric.TIME) -> str:
     """The reason a benchmark failed, in one line under its test's own header in pytest's FAILURES (which names
-    it, as the junit XML does): 'REGRESSED by +30.0% (interval ...), median ... -> ..., ...', within 120 columns."""
+    it, as the junit XML does): 'REGRESSED by +30.0% (interval ...), median ... -> ..., ...', about 100 columns."""
     return (f"REGRESSED by {format_change(c.ratio)} (interval {format_change(c.ci_low)} .. "
             f"{format_change(c.ci_high)}), median {format_value(c.baseline_value, metric)} -> "
             f"{format_value(c.current_value, metric)}, threshold {percent(c.threshold)}, p={format_p(c.p_adjusted)}")
