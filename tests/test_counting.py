@@ -6,6 +6,7 @@ requests, dump files) is tested in tests/test_callgrind.py."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -143,7 +144,7 @@ def test_a_plugin_s_pytest_configure_reaches_the_counted_code_and_the_gate_catch
         run = pytest_perf(*ONE_RELU, "-p", "tests.plugins.configured", "--benchmark-compare=0001", storage_option(tmp_path),
                           env=child_env(RELU_FORM=form))
         assert run.rc == 1, run.output  # caught: the hook ran in the counting zygote
-        assert "test_stage[seed-relu-numpy]: REGRESSED" in run.output
+        assert re.search(r"_ test_stage\[seed-relu-numpy\] _+\nREGRESSED by \+", run.output), run.output
 
 
 @slow
