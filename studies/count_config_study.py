@@ -88,15 +88,11 @@ def cost(work: Path) -> dict:
 
 def render(study: dict, meta: dict) -> list[str]:
     lines = [f"Machine: {meta['machine']}. {meta['date']} UTC, commit {meta['commit']}, valgrind {meta['valgrind']}. "
-             f"Command: `{meta['command']}`.", "",
-             "### A stage replaced in a plugin's pytest_configure (tests/plugins/configured.py, RELU_FORM)", "",
-             "| relu's form | runs failed (exit 1) | relu's change | benchmarks REGRESSED, per run |", "|---|---:|---|---|"]
-    for form, runs in study.get("configuration", {}).items():
-        changes = ", ".join(f"{(r['relu'] - 1) * 100:+.1f}%" if r["relu"] else "-" for r in runs)
-        flagged = "; ".join(", ".join(n.rpartition("::")[2] for n in r["regressed"]) or "none" for r in runs)
-        lines.append(f"| {form} | {sum(r['rc'] == 1 for r in runs)}/{len(runs)} | {changes} | {flagged} |")
-    if "configuration" not in study:
-        lines = [*lines[:2], "(the configuration part was not run here)"]
+             f"Command: `{meta['command']}`.", ""]
+    if "configuration" in study:
+        lines += _configuration(study["configuration"])
+    else:
+        lines.append("(the configuration part was not run here)")
     if "environment" in study:
         lines += _environment(study["environment"])
     if "fresh" in study:
@@ -108,6 +104,16 @@ def render(study: dict, meta: dict) -> list[str]:
         lines += ["", f"### Cost: the seed preset, numpy and torch-cpu, every stage, out= form and step: "
                       f"{spent['benchmarks']} benchmarks counted in {spent['wall'] / 60:.1f} min (target: within 5)."]
     return [*lines, ""]
+
+
+def _configuration(found: dict) -> list[str]:
+    lines = ["### A stage replaced in a plugin's pytest_configure (tests/plugins/configured.py, RELU_FORM)", "",
+             "| relu's form | runs failed (exit 1) | relu's change | benchmarks REGRESSED, per run |", "|---|---:|---|---|"]
+    for form, runs in found.items():
+        changes = ", ".join(f"{(r['relu'] - 1) * 100:+.1f}%" if r["relu"] else "-" for r in runs)
+        flagged = "; ".join(", ".join(n.rpartition("::")[2] for n in r["regressed"]) or "none" for r in runs)
+        lines.append(f"| {form} | {sum(r['rc'] == 1 for r in runs)}/{len(runs)} | {changes} | {flagged} |")
+    return lines
 
 
 def _environment(env: dict) -> list[str]:
@@ -142,9 +148,9 @@ def _main(argv: list[str]) -> int:
         parts = args.parts.split(",")
         if unknown := set(parts) - set(PARTS):
             p.error(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; accepted: {', '.join(PARTS)}")
-        study = {PARTS[part]: run_part(work, args.reps) for part, run_part in
-                 (("config", configuration), ("env", lambda w, _: environment(w)),
-                  ("fresh", lambda w, _: fresh_machine(w)), ("cost", lambda w, _: cost(w))) if part in parts}
+        runners = {"config": lambda: configuration(work, args.reps), "env": lambda: environment(work),
+                   "fresh": lambda: fresh_machine(work), "cost": lambda: cost(work)}
+        study = {PARTS[part]: run() for part, run in runners.items() if part in parts}
         doc = {"meta": meta, "study": study}
         (work / "study.json").write_text(json.dumps(doc, indent=1))
     return common.publish(render(doc["study"], doc["meta"]), args.out)

@@ -157,7 +157,8 @@ def test_what_a_forked_child_costs_is_the_median_of_pings_after_the_zygote_is_re
     clock = iter([0.0, 0.02, 1.0, 1.9, 2.0, 2.03])  # three pings after the first: 20 ms, 900 ms, 30 ms
 
     class Pinged:
-        requests: list = []
+        def __init__(self):
+            self.requests = []
 
         def request(self, payload):
             self.requests.append(payload)
