@@ -6,9 +6,9 @@ rounds together, so rounds of one process are not independent evidence about the
 after the other, each with its share of the time budget; the gate then compares processes with
 processes. Two ways to start them, behind one interface:
 
-- ``ForkedProcesses``: one zygote (``perf.zygote``), a ``pytest perf`` session of the selection that
-  imports, configures and collects once, forks each measuring process; CPU backends only (a CUDA
-  context does not survive a fork);
+- ``ForkedProcesses``: each process a zygote (``perf.zygote``), a ``pytest perf`` session of the selection
+  that imports, configures and collects once, then forks a child for each benchmark; CPU backends only (a
+  CUDA context does not survive a fork);
 - ``FreshProcesses``: each process a plain ``pytest perf`` of the selection, started afresh.
 
 Measuring processes never spawn processes (``machine.CHILD_ENV``), see the session's settings and
@@ -99,27 +99,32 @@ class Processes:
 
 
 class ForkedProcesses(Processes):
-    """P processes of the selection, one after the other, each benchmark of each measured in a child forked for
-    it from one zygote."""
+    """P processes of the selection, one after the other, each a zygote of its own that forks a child for each
+    benchmark it measures.
+
+    A zygote each, not one for all: what a process's memory layout makes of a benchmark is set where the
+    zygote starts (its address space, its heap), and every child forked from one zygote inherits it, so P
+    children of one zygote are one draw of it, and a run's interval could not see it
+    (docs/results/fork-server.md, "One zygote for all processes")."""
 
     def measure(self, cases: Mapping[str, object], progress: Progress, *, label: str = "process") -> dict[str, Measured]:
         """Measure ``cases`` ({node id relative to rootdir: Case}), each benchmark of each process in a child
         forked for it; MeasureError on the first failure."""
         argv = command.pytest_perf([*self.args, "--perf-processes=1", "--capture=no", "-p", "no:xdist"],
                                    select=[f"{self.rootdir}/{name}" for name in cases], rootdir=self.rootdir)
+        env = measuring_env(self.threads, **{zygote.SERVE_ENV: "time"})
         calls: dict[str, float] = {}  # name -> seconds a call, as the first process calibrated it
         found: dict[str, Measured] = {}
         with tempfile.TemporaryDirectory(prefix="perf-fork-") as tmp:
-            env = measuring_env(self.threads, **{zygote.SERVE_ENV: "time"})
-            with zygote.Zygote(argv, env, self.cwd, Path(tmp, "zygote.log")) as z:
-                try:
-                    start_s = _start_cost(z)
-                except MeasureError as exc:
-                    raise MeasureError(f"{label} 1/{self.processes}, before its first benchmark: {exc}") from None
-                share = dataclasses.asdict(self.budget.share(self.processes, start_s=start_s))
-                for k in range(1, self.processes + 1):
-                    where = f"{label} {k}/{self.processes}"
-                    start = time.perf_counter()
+            for k in range(1, self.processes + 1):
+                where = f"{label} {k}/{self.processes}"
+                start = time.perf_counter()
+                with zygote.Zygote(argv, env, self.cwd, Path(tmp, f"zygote-{k}.log")) as z:
+                    try:
+                        start_s = _start_cost(z)
+                    except MeasureError as exc:
+                        raise MeasureError(f"{where}, before its first benchmark: {exc}") from None
+                    share = dataclasses.asdict(self.budget.share(self.processes, start_s=start_s))
                     for name in cases:
                         progress.step(f"{where}: {name.rpartition('::')[2]}")
                         try:
@@ -128,7 +133,7 @@ class ForkedProcesses(Processes):
                             raise MeasureError(f"{where}, while measuring {name}: {exc}") from None
                         calls.setdefault(name, reply.pop("call_s"))
                         measured.gather(found, [ProcessResult.from_dict(reply, where)])
-                    progress.finished(f"{where}: {len(cases)} benchmarks in {time.perf_counter() - start:.1f} s")
+                progress.finished(f"{where}: {len(cases)} benchmarks in {time.perf_counter() - start:.1f} s")
         return found
 
 

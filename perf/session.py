@@ -273,7 +273,7 @@ class PerfSession:
             if s.threads > 1:
                 self._log(f"counting runs one thread a pool: --perf-threads {s.threads} applies to timed runs only")
         else:
-            how = "forked from one zygote" if isinstance(strategy, ForkedProcesses) else "fresh"
+            how = "a zygote each" if isinstance(strategy, ForkedProcesses) else "fresh"
             self._log(f"measuring {len(cases)} benchmarks in {s.processes} processes ({how}), one after the other")
         try:
             with self._progress(len(cases) * strategy.processes, "measuring") as progress:

@@ -170,6 +170,47 @@ def test_what_a_forked_child_costs_is_the_median_of_pings_after_the_zygote_is_re
     assert z.requests == [{"ping": True}] * 4
 
 
+def test_each_forked_process_is_a_zygote_of_its_own_and_later_ones_get_the_first_s_calibration(monkeypatch, tmp_path):
+    started = []
+
+    class FakeZygote:  # what the parent asks a zygote, per zygote; each benchmark answers with one sample
+        def __init__(self, argv, env, cwd, log):
+            self.requests, self.closed = [], False
+            started.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.closed = True
+
+        def request(self, payload):
+            assert not self.closed
+            self.requests.append(payload)
+            if payload.get("ping"):
+                return []
+            return [{**ProcessResult(payload["name"], (1.0 + len(started),)).as_dict(), "call_s": 0.5 * len(started)}]
+
+    monkeypatch.setattr(processes.zygote, "Zygote", FakeZygote)
+
+    class Quiet:
+        def step(self, what=""):
+            pass
+
+        def finished(self, text):
+            pass
+
+    forked = processes.ForkedProcesses(3, Budget(0.6, 1e-4, 10), [], tmp_path, tmp_path, 1)
+    found = forked.measure({"a": None, "b": None}, Quiet())
+    assert len(started) == 3 and all(z.closed for z in started)
+    for z in started:
+        named = [r for r in z.requests if "name" in r]
+        assert [r["name"] for r in named] == ["a", "b"]  # every benchmark of a process from its own zygote
+    assert [r["call_s"] for r in started[0].requests if "name" in r] == [None, None]  # the first calibrates
+    assert [r["call_s"] for r in started[2].requests if "name" in r] == [0.5, 0.5]    # later ones are given it
+    assert found["a"].values() == [2.0, 3.0, 4.0]
+
+
 def test_children_get_the_parent_s_plugins_and_ini_overrides_and_nothing_else():
     args = ["perf", "-p", "tests.plugins.slowdown", "-pfoo", "-k", "relu", "--override-ini=a=b", "-o", "x=y",
             "--benchmark-compare", "--perf-processes", "5", "-x", "--junitxml", "j.xml"]
@@ -180,7 +221,7 @@ def test_children_get_the_parent_s_plugins_and_ini_overrides_and_nothing_else():
 
 
 @slow
-@pytest.mark.parametrize(("launch", "how"), [("fork", "forked from one zygote"), ("fresh", "fresh")])
+@pytest.mark.parametrize(("launch", "how"), [("fork", "a zygote each"), ("fresh", "fresh")])
 def test_a_run_in_processes_saves_their_statistics_readable_by_pytest_benchmark(tmp_path, launch, how):
     run = pytest_perf(*TINY_FAST, "--perf-processes", "2", "--perf-launch", launch, "--benchmark-autosave", "-rA",
                       storage_option(tmp_path))
