@@ -94,10 +94,16 @@ def since_last_step(runs: Sequence[Run], keep: int) -> Run:
     """The baseline of a history that spans commits (``--perf-baseline-window steps``): for each benchmark, the
     runs (newest first in ``runs``) since the last step its history shows (``perf.steps``), at most ``keep``
     of them, pooled. A benchmark whose history stepped pools only its runs at the new level."""
+    chosen = runs_since_last_step(runs, keep)
+    return dataclasses.replace(runs[0], results={name: pooled(mine).results[name] for name, mine in chosen.items()})
+
+
+def runs_since_last_step(runs: Sequence[Run], keep: int) -> dict[str, list[Run]]:
+    """Per benchmark, the runs ``since_last_step`` pools (newest first, at most ``keep``)."""
     from . import steps, trend  # here only: step detection brings asv, which no other run needs to import
 
     oldest_first = list(reversed(runs))
-    results = {}
+    chosen = {}
     for name in dict.fromkeys(n for r in runs for n in r.results):
         mine = [r for r in oldest_first if name in r.results and trend.value_of(r.results[name])]
         if not mine:
@@ -105,8 +111,8 @@ def since_last_step(runs: Sequence[Run], keep: int) -> Run:
         fit = steps.detect([trend.value_of(r.results[name]) for r in mine],
                            [steps.spread(r.results[name].per_process(STATISTIC)) for r in mine]) if len(mine) > 2 else None
         start = fit.steps[-1].index if fit is not None and fit.steps else 0
-        results[name] = pooled(list(reversed(mine[start:]))[:max(1, keep)]).results[name]
-    return dataclasses.replace(runs[0], results=results)
+        chosen[name] = list(reversed(mine[start:]))[:max(1, keep)]
+    return chosen
 
 
 def pooled(runs: Sequence[Run]) -> Run:

@@ -42,9 +42,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perf-processes": ("auto", "fresh processes each benchmark is measured in, one after the other, each with its share "
                        "of --benchmark-max-time; the gate compares processes, not rounds (1: this process only); "
                        "auto: 6 for time, 1 for counts (one valgrind process per backend)"),
-    "perf-launch": ("auto", "how the processes of --perf-processes start: fork (forked one after the other from one "
-                    "process that imported and collected once), fresh (a new interpreter each), or auto: fork where "
-                    "every selected backend runs on the CPU, fresh otherwise (a CUDA context does not survive a fork)"),
+    "perf-launch": ("auto", "how the processes of --perf-processes start: fork (one after the other, each a process that "
+                    "imports and collects once and forks a child per benchmark), fresh (a new interpreter each), or "
+                    "auto: fork where every selected backend runs on the CPU, fresh otherwise (a CUDA context does "
+                    "not survive a fork)"),
     "perf-confirm": ("ab", "how a suspected regression against a saved baseline is confirmed: ab (an interleaved A/B of "
                      "the baseline's own commit against this run's code, where the repository has that commit; else as "
                      "processes) or processes (measured again in as many more processes)"),

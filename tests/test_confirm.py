@@ -232,3 +232,16 @@ def test_a_stack_change_is_let_through_only_on_the_same_hardware():
     with pytest.raises(BaselineError, match="was recorded on a different machine"):
         baseline.check_comparable(other, FP, Metric.TIME, allow_foreign=False, stack_change=True)
     assert machine.same_hardware({**FP, "torch": "2.14.1"}, FP) and not machine.same_hardware({**FP, "cpus": 4}, FP)
+
+
+def test_the_window_study_counts_a_pooled_baseline_by_processes_or_by_runs(tmp_path):
+    from studies import window_study
+
+    docs = [run_doc(f"{i:040x}", per_process=(v, v * 1.01, v * 1.02)) for i, v in enumerate([1.0, 1.1, 1.2])]
+    runs = chosen(tmp_path, docs, across_commits=True, history=50).runs[::-1]  # oldest first, as a history
+    assert window_study.baseline_of("code", runs, keep=5)[NAME] == [runs[-1]]
+    assert window_study.baseline_of("commits", runs, keep=2)[NAME] == [runs[-1], runs[-2]]
+    pooled_runs = window_study.baseline_of("commits", runs, keep=5)[NAME]
+    assert sorted(window_study.values_of(pooled_runs, NAME, "runs")) == pytest.approx([1.0, 1.1, 1.2])
+    assert len(window_study.values_of(pooled_runs, NAME, "processes")) == 9
+    assert len(window_study.values_of(pooled_runs[:1], NAME, "runs")) == 3  # one run: its processes
