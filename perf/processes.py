@@ -46,6 +46,9 @@ CHECKED_ENV = "PERF_CHECKED_BY_PARENT"
 PROGRESS_LINE = re.compile(r"[.sFExX]+( *\[ *\d+%\])?")
 CHILD_OK = (0, 7)                     # a child's exit codes that still give results: pass, a failed check
 OWN_ROUND = 0.01                      # seconds: a call this long is a round of its own, whatever the plan
+# Zygotes started at once: two halve what their starts cost a run on two CPUs; more would multiply the memory
+# held (each holds every case's host data, the probes' hundreds of MB included) for less and less.
+START_AT_ONCE = 2
 
 
 def is_child() -> bool:
@@ -109,32 +112,54 @@ class ForkedProcesses(Processes):
 
     def measure(self, cases: Mapping[str, object], progress: Progress, *, label: str = "process") -> dict[str, Measured]:
         """Measure ``cases`` ({node id relative to rootdir: Case}), each benchmark of each process in a child
-        forked for it; MeasureError on the first failure."""
+        forked for it; MeasureError on the first failure. The zygotes start ``START_AT_ONCE`` at a time (fewer
+        with fewer CPUs), all of a batch ready before the first of them measures: their starts share the CPUs
+        with each other, never with a measuring child."""
         argv = command.pytest_perf([*self.args, "--perf-processes=1", "--capture=no", "-p", "no:xdist"],
                                    select=[f"{self.rootdir}/{name}" for name in cases], rootdir=self.rootdir)
         env = measuring_env(self.threads, **{zygote.SERVE_ENV: "time"})
+        batch = max(1, min(START_AT_ONCE, len(machine.cpus())))
         calls: dict[str, float] = {}  # name -> seconds a call, as the first process calibrated it
         found: dict[str, Measured] = {}
+        started: list[zygote.Zygote] = []  # ready, not yet measuring
         with tempfile.TemporaryDirectory(prefix="perf-fork-") as tmp:
-            for k in range(1, self.processes + 1):
-                where = f"{label} {k}/{self.processes}"
-                start = time.perf_counter()
-                with zygote.Zygote(argv, env, self.cwd, Path(tmp, f"zygote-{k}.log")) as z:
-                    try:
-                        start_s = _start_cost(z)
-                    except MeasureError as exc:
-                        raise MeasureError(f"{where}, before its first benchmark: {exc}") from None
-                    share = dataclasses.asdict(self.budget.share(self.processes, start_s=start_s))
-                    for name in cases:
-                        progress.step(f"{where}: {name.rpartition('::')[2]}")
-                        try:
-                            (reply,) = z.request({"name": name, "budget": share, "call_s": calls.get(name)})
-                        except MeasureError as exc:
-                            raise MeasureError(f"{where}, while measuring {name}: {exc}") from None
-                        calls.setdefault(name, reply.pop("call_s"))
-                        measured.gather(found, [ProcessResult.from_dict(reply, where)])
-                progress.finished(f"{where}: {len(cases)} benchmarks in {time.perf_counter() - start:.1f} s")
+            try:
+                for k in range(1, self.processes + 1):
+                    where = f"{label} {k}/{self.processes}"
+                    start = time.perf_counter()
+                    if not started:
+                        started = self._start(argv, env, Path(tmp), range(k, min(k + batch, self.processes + 1)), label)
+                    with started.pop(0) as z:
+                        share = dataclasses.asdict(self.budget.share(self.processes, start_s=_start_cost(z)))
+                        for name in cases:
+                            progress.step(f"{where}: {name.rpartition('::')[2]}")
+                            try:
+                                (reply,) = z.request({"name": name, "budget": share, "call_s": calls.get(name)})
+                            except MeasureError as exc:
+                                raise MeasureError(f"{where}, while measuring {name}: {exc}") from None
+                            calls.setdefault(name, reply.pop("call_s"))
+                            measured.gather(found, [ProcessResult.from_dict(reply, where)])
+                    progress.finished(f"{where}: {len(cases)} benchmarks in {time.perf_counter() - start:.1f} s")
+            finally:
+                for z in started:
+                    z.close()
         return found
+
+    def _start(self, argv: list[str], env: Mapping[str, str], tmp: Path, numbers: range,
+               label: str) -> list[zygote.Zygote]:
+        """Zygotes for the processes ``numbers``, started at once; each ready (MeasureError naming its process)."""
+        started = [zygote.Zygote(argv, env, self.cwd, tmp / f"zygote-{k}.log") for k in numbers]
+        try:
+            for k, z in zip(numbers, started):
+                try:
+                    z.request({"ping": True})
+                except MeasureError as exc:
+                    raise MeasureError(f"{label} {k}/{self.processes}, before its first benchmark: {exc}") from None
+        except MeasureError:
+            for z in started:
+                z.close()
+            raise
+        return started
 
 
 def _start_cost(z: zygote.Zygote, pings: int = 3) -> float:

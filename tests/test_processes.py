@@ -171,27 +171,36 @@ def test_what_a_forked_child_costs_is_the_median_of_pings_after_the_zygote_is_re
 
 
 def test_each_forked_process_is_a_zygote_of_its_own_and_later_ones_get_the_first_s_calibration(monkeypatch, tmp_path):
-    started = []
+    started, events = [], []
 
     class FakeZygote:  # what the parent asks a zygote, per zygote; each benchmark answers with one sample
         def __init__(self, argv, env, cwd, log):
-            self.requests, self.closed = [], False
+            self.k, self.requests, self.closed = len(started) + 1, [], False
             started.append(self)
+            events.append(f"start {self.k}")
 
         def __enter__(self):
             return self
 
         def __exit__(self, *exc):
+            self.close()
+
+        def close(self):
             self.closed = True
+            events.append(f"close {self.k}")
 
         def request(self, payload):
             assert not self.closed
             self.requests.append(payload)
             if payload.get("ping"):
+                if len(self.requests) == 1:
+                    events.append(f"ready {self.k}")
                 return []
-            return [{**ProcessResult(payload["name"], (1.0 + len(started),)).as_dict(), "call_s": 0.5 * len(started)}]
+            events.append(f"measure {self.k}")
+            return [{**ProcessResult(payload["name"], (1.0 + self.k,)).as_dict(), "call_s": 0.5 * self.k}]
 
     monkeypatch.setattr(processes.zygote, "Zygote", FakeZygote)
+    monkeypatch.setattr(processes.machine, "cpus", lambda: [0, 1, 2, 3])
 
     class Quiet:
         def step(self, what=""):
@@ -204,11 +213,38 @@ def test_each_forked_process_is_a_zygote_of_its_own_and_later_ones_get_the_first
     found = forked.measure({"a": None, "b": None}, Quiet())
     assert len(started) == 3 and all(z.closed for z in started)
     for z in started:
-        named = [r for r in z.requests if "name" in r]
-        assert [r["name"] for r in named] == ["a", "b"]  # every benchmark of a process from its own zygote
+        assert [r["name"] for r in z.requests if "name" in r] == ["a", "b"]  # every benchmark from its own zygote
     assert [r["call_s"] for r in started[0].requests if "name" in r] == [None, None]  # the first calibrates
     assert [r["call_s"] for r in started[2].requests if "name" in r] == [0.5, 0.5]    # later ones are given it
     assert found["a"].values() == [2.0, 3.0, 4.0]
+    # Two start at once, both ready before either measures; the third starts once the second is done.
+    compact = list(dict.fromkeys(events))
+    assert compact == ["start 1", "start 2", "ready 1", "ready 2", "measure 1", "close 1", "measure 2", "close 2",
+                       "start 3", "ready 3", "measure 3", "close 3"]
+
+
+def test_a_zygote_that_never_gets_ready_is_one_line_naming_its_process_and_its_batch_is_closed(monkeypatch, tmp_path):
+    started = []
+
+    class FakeZygote:
+        def __init__(self, argv, env, cwd, log):
+            self.k, self.closed = len(started) + 1, False
+            started.append(self)
+
+        def close(self):
+            self.closed = True
+
+        def request(self, payload):
+            if self.k == 2:
+                raise processes.MeasureError("the zygote ended (exit status 4): ERROR: usage")
+            return []
+
+    monkeypatch.setattr(processes.zygote, "Zygote", FakeZygote)
+    monkeypatch.setattr(processes.machine, "cpus", lambda: [0, 1])
+    forked = processes.ForkedProcesses(3, Budget(0.6, 1e-4, 10), [], tmp_path, tmp_path, 1)
+    with pytest.raises(processes.MeasureError, match=r"^process 2/3, before its first benchmark: the zygote ended"):
+        forked.measure({"a": None}, None)
+    assert len(started) == 2 and all(z.closed for z in started)
 
 
 def test_children_get_the_parent_s_plugins_and_ini_overrides_and_nothing_else():
