@@ -148,8 +148,10 @@ class ForkedProcesses(Processes):
     def _start(self, argv: list[str], env: Mapping[str, str], tmp: Path, numbers: range,
                label: str) -> list[zygote.Zygote]:
         """Zygotes for the processes ``numbers``, started at once; each ready (MeasureError naming its process)."""
-        started = [zygote.Zygote(argv, env, self.cwd, tmp / f"zygote-{k}.log") for k in numbers]
+        started: list[zygote.Zygote] = []
         try:
+            for k in numbers:
+                started.append(zygote.Zygote(argv, env, self.cwd, tmp / f"zygote-{k}.log"))
             for k, z in zip(numbers, started):
                 try:
                     z.request({"ping": True})
