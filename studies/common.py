@@ -10,7 +10,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,6 +62,19 @@ def run(prog: str, cmd: Sequence[str], cwd: Path, env: Mapping[str, str] | None 
     if proc.returncode not in ok:
         raise UsageError(f"{shlex.join(cmd[:4])} ... exited {proc.returncode}: {(proc.stdout + proc.stderr).strip()[-300:]}")
     return proc, wall
+
+
+def study(work: Path, render: bool, measure: Callable[[], tuple[dict, dict]]) -> tuple[dict, dict]:
+    """(study, meta): read back from ``work``'s study.json with ``render``; else measured by ``measure`` (threads
+    pinned to 1, ``work`` made first) and written there."""
+    if render:
+        doc = load(work)
+        return doc["study"], doc["meta"]
+    work.mkdir(parents=True, exist_ok=True)
+    machine.pin_threads(1)
+    found, meta = measure()
+    (work / "study.json").write_text(json.dumps({"meta": meta, "study": found}, indent=1))
+    return found, meta
 
 
 def load(work: Path) -> dict:

@@ -17,7 +17,6 @@ DIR keeps every run's JSON and study.json; the Markdown goes to --out (default: 
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: perf comes from this checkout
 
-from perf import command, machine  # noqa: E402
+from perf import command  # noqa: E402
 from perf.cli import run_main, split_dashdash  # noqa: E402
 from perf.results import load_run  # noqa: E402
 from studies import common  # noqa: E402
@@ -117,15 +116,9 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--runs", type=int, default=2)
     args = p.parse_args(own)
     work = Path(args.workdir)
-    if args.render:
-        doc = common.load(work)
-        study, meta = doc["study"], doc["meta"]
-    else:
-        work.mkdir(parents=True, exist_ok=True)
-        machine.pin_threads(1)
-        meta = {**common.meta("fork_study.py", argv), "processes": args.processes}
-        study = measure(work, args.pairs, args.processes, args.runs, tail)
-        (work / "study.json").write_text(json.dumps({"meta": meta, "study": study}, indent=1))
+    study, meta = common.study(work, args.render, lambda: (
+        measure(work, args.pairs, args.processes, args.runs, tail),
+        {**common.meta("fork_study.py", argv), "processes": args.processes}))
     return common.publish(render(study, meta), args.out)
 
 

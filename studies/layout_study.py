@@ -16,7 +16,6 @@ DIR keeps every run's JSON and study.json; --render writes the report again from
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: perf comes from this checkout
 
-from perf import command, machine, revisions  # noqa: E402
+from perf import command, revisions  # noqa: E402
 from perf.cli import run_main, split_dashdash  # noqa: E402
 from perf.results import load_run  # noqa: E402
 from studies import common  # noqa: E402
@@ -89,17 +88,14 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--runs", type=int, default=6)
     args = p.parse_args(own)
     work = Path(args.workdir)
-    if args.render:
-        doc = common.load(work)
-        study, meta = doc["study"], doc["meta"]
-    else:
-        work.mkdir(parents=True, exist_ok=True)
-        machine.pin_threads(1)
+
+    def measured() -> tuple[dict, dict]:
         sha = revisions.resolve(ROOT, args.base)
-        meta = {**common.meta("layout_study.py", argv), "base": sha[:10]}
         with revisions.checked_out(ROOT, {"base": sha}, work / "trees") as trees:
-            study = measure(work, {**trees, "head": ROOT}, args.runs, tail or SELECTION)
-        (work / "study.json").write_text(json.dumps({"meta": meta, "study": study}, indent=1))
+            found = measure(work, {**trees, "head": ROOT}, args.runs, tail or SELECTION)
+        return found, {**common.meta("layout_study.py", argv), "base": sha[:10]}
+
+    study, meta = common.study(work, args.render, measured)
     return common.publish(render(study, meta), args.out)
 
 

@@ -38,6 +38,7 @@ from perf.cli import Parser, UsageError, positive_int, run_main  # noqa: E402
 from perf.gate import parse_threshold  # noqa: E402
 from perf.results import Run, readable_runs  # noqa: E402
 from perf.statistic import DEFAULT as STATISTIC  # noqa: E402
+from studies import common  # noqa: E402
 
 PROG = "python studies/window_study.py"
 WINDOWS = ("code", "commits", "steps")
@@ -142,11 +143,7 @@ def _main(argv: list[str]) -> int:
     meta = {"histories": len(histories), "saves": len(histories[0]), "first": saves + 1, "keep": args.keep,
             "units": args.units,
             "command": f"python studies/window_study.py --histories {work} --keep {args.keep} --units {args.units}"}
-    text = "\n".join(render(result, meta))
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    return 0
+    return common.publish(render(result, meta), args.out)
 
 
 if __name__ == "__main__":
