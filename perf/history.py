@@ -2,11 +2,12 @@
                          [--markdown PATH] [--json PATH] [--figures DIR]
 
 Trends across saved runs: per benchmark, its value in each run (the gate's statistic, with the
-spread of the run's processes and its commit), the steps where its level changed (``perf.steps``:
-asv's fit, each run weighed by its own spread), each with its size, interval and the runs on
-either side, and the drift over the window. STORAGE is pytest-benchmark's storage, a folder or a
-``file://`` URL as ``--benchmark-storage`` takes it (default ``.benchmarks``); every machine-id
-subfolder is read. A damaged saved run is skipped with a warning naming it and its field.
+spread of the run's processes and its commit), the steps where its level changed by --threshold or
+more (``perf.steps``: asv's fit, each run weighed by its own spread), each with its size, interval
+and the runs on either side, and the drift over the window, which shows a creep of smaller changes.
+STORAGE is pytest-benchmark's storage, a folder or a ``file://`` URL as ``--benchmark-storage`` takes
+it (default ``.benchmarks``); every machine-id subfolder is read. A damaged saved run is skipped with
+a warning naming it and its field.
 
 Exit status: 1 when a step that starts after the run --since names is a regression (slower, its
 whole interval past --threshold); 0 otherwise (without --since nothing is gated); 2 with one line
@@ -56,21 +57,23 @@ class Finding:
         return self.new(step) and step.slower_than(threshold)
 
 
-def find(series: trend.Series, after: tuple | None = None) -> Finding:
-    """The steps and drift of ``series``; ``after``: the ``trend.order_key`` of the --since run."""
+def find(series: trend.Series, threshold: float, after: tuple | None = None) -> Finding:
+    """The steps and drift of ``series``, a step being a clear change of level of at least ``threshold`` either
+    way (asv, too, reports no jump under its regression threshold: smaller ones on this machine are the
+    machine's, docs/results/history.md); ``after``: the ``trend.order_key`` of the --since run."""
     points = series.points
-    fit = steps.detect([p.value for p in points], [p.spread for p in points])
+    fit = steps.detect([p.value for p in points], [p.spread for p in points], min_step=threshold)
     since = None if after is None else next((i for i, p in enumerate(points) if trend.order_key(p.run) > after),
                                             len(points))
     return Finding(series, fit, since)
 
 
-def protected(runs: Iterable[Run]) -> set[str]:
-    """The sources of the saved runs a detected step points at (its first run and the run before it), over
-    every benchmark, metric and machine: the runs pruning a runner's storage must keep."""
+def protected(runs: Iterable[Run], threshold: str = DEFAULT_THRESHOLD) -> set[str]:
+    """The sources of the saved runs a step ``python -m perf.history`` reports points at (its first run and the
+    run before it), over every benchmark, metric and machine: the runs pruning a runner's storage must keep."""
     keep: set[str] = set()
     for series in trend.series(runs):
-        for step in find(series).fit.steps:
+        for step in find(series, gate.parse_threshold(threshold)).fit.steps:
             keep.update(p.run.source for p in series.points[step.index - 1:step.index + 1])
     return keep
 
@@ -109,7 +112,8 @@ def _parser() -> Parser:
                    help="benchmarks whose id matches a pytest-style keyword expression (words joined by and, or, not)")
     p.add_argument("--since", metavar="RUN", help=f"gate the steps starting after this run: {_SINCE_ACCEPTED}")
     p.add_argument("--threshold", default=DEFAULT_THRESHOLD,
-                   help="the slowdown a step must exceed, its whole interval past it, e.g. 10%% or 0.1 (default "
+                   help="the smallest change of level reported as a step, and the slowdown a step after --since must "
+                        "exceed, its whole interval past it, to fail; e.g. 10%% or 0.1 (default "
                         f"{DEFAULT_THRESHOLD.replace('%', '%%')})")
     p.add_argument("--window", type=positive_int, metavar="N", help="each benchmark's last N runs only (default: all)")
     p.add_argument("--markdown", metavar="PATH", help="write the history as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
@@ -383,7 +387,7 @@ def _history(argv: list[str]) -> int:
     series = trend.series(runs, select, args.window)
     if args.keyword is not None and runs and not series:
         raise UsageError(f"-k {args.keyword!r} selects none of the benchmarks saved in {storage}")
-    history = History(str(storage), tuple(find(s, after) for s in series), threshold, label, args.window,
+    history = History(str(storage), tuple(find(s, threshold, after) for s in series), threshold, label, args.window,
                       tuple(skipped))
     for line in skipped:
         print(f"warning: skipped a damaged saved run: {line}", file=sys.stderr)

@@ -18,7 +18,8 @@ the ratio of the levels on either side. Its interval sizes the levels' uncertain
 noise, measured from the differences between successive runs (which a step or a slow trend hardly
 moves), over each level's effective number of runs under its weights, with Student's t; a step
 whose interval holds no change is no step (its two levels are one), as asv's
-``detect_regressions`` drops jumps within the levels' error. The drift is the same comparison
+``detect_regressions`` drops jumps within the levels' error; nor is one smaller than the caller's
+``min_step``, as asv reports no jump under its regression threshold. The drift is the same comparison
 between the first and the last few runs of the window, so that a creep of steps each too small to
 tell apart from noise still shows as one number.
 """
@@ -144,11 +145,12 @@ def _weights(values: Sequence[float], spreads: Sequence[float]) -> list[float]:
     return [w / middle for w in weights]
 
 
-def detect(values: Sequence[float], spreads: Sequence[float | None], segment: Segmenter = asv_segments) -> Fit:
+def detect(values: Sequence[float], spreads: Sequence[float | None], segment: Segmenter = asv_segments,
+           min_step: float = 0.0) -> Fit:
     """Levels, steps and drift of a series of runs, oldest first: ``values`` (positive) and each run's
     own ``spreads`` (``spread``; None where unknown: the median of the others stands in). ``segment``
-    finds the levels (asv's fit); those shorter than MIN_SEGMENT, or with no clear change from their
-    neighbour, are merged."""
+    finds the levels (asv's fit); those shorter than MIN_SEGMENT, with no clear change from their
+    neighbour, or a change smaller than ``min_step`` (a fraction, either way, in logs), are merged."""
     measured = [s for s in spreads if s is not None]
     pooled = statistics.median(measured) if measured else 0.0
     if pooled > 0:
@@ -156,7 +158,7 @@ def detect(values: Sequence[float], spreads: Sequence[float | None], segment: Se
     else:  # nothing measured (or every spread zero, as counts can be): equal weights, in units of the scatter
         own = [1.0] * len(values)
     runs = _Runs(values, own)
-    pieces, interval = _clear_steps(runs, runs.pieces(segment))
+    pieces, interval = _clear_steps(runs, runs.pieces(segment), math.log1p(min_step))
     steps = tuple(Step(*astuple(interval.change(a, b)), index=b.start) for a, b in zip(pieces, pieces[1:]))
     ends = min(END_RUNS, len(values) // 2)
     drift = interval.change(range(ends), range(len(values) - ends, len(values))) if ends else None
@@ -164,15 +166,15 @@ def detect(values: Sequence[float], spreads: Sequence[float | None], segment: Se
                pooled=sum(s is None for s in spreads) if measured else 0, measured=bool(measured))
 
 
-def _clear_steps(runs: _Runs, pieces: list[range]) -> tuple[list[range], _Interval]:
+def _clear_steps(runs: _Runs, pieces: list[range], least: float) -> tuple[list[range], _Interval]:
     """The levels, two neighbours made one while the change between them is unclear (its interval holds no
-    change; the smallest first), as asv's ``detect_regressions`` drops jumps within the levels' error;
-    and the intervals of what is left."""
+    change) or smaller than ``least`` (in logs), the smallest first, as asv's ``detect_regressions`` drops
+    jumps within the levels' error or under its threshold; and the intervals of what is left."""
     noise = runs.noise()
     while True:
         interval = _Interval(runs, noise, df=max(len(runs.values) - len(pieces), 1))
         changes = [interval.change(a, b) for a, b in zip(pieces, pieces[1:])]
-        unclear = [i for i, c in enumerate(changes) if c.low <= 1 <= c.high]
+        unclear = [i for i, c in enumerate(changes) if c.low <= 1 <= c.high or abs(math.log(c.ratio)) < least]
         if not unclear:
             return pieces, interval
         i = min(unclear, key=lambda i: abs(math.log(changes[i].ratio)))

@@ -9,7 +9,8 @@ Real histories: each of H histories is a fresh storage in DIR, filled by N saves
 (``pytest perf --benchmark-autosave`` with the selection after ``--``), then M more with
 tests/plugins/slowdown.py injecting PERF_SLOWDOWN (relu +50%, grad_w1 +10%) from save N+1 on. Every
 benchmark's series then goes through ``perf.steps`` twice, with asv's fit (the suite's method) and with
-ruptures' PELT (the alternative, kept here only): the same levels, intervals and threshold around each.
+ruptures' PELT (the alternative, kept here only): the same levels, intervals and threshold around each,
+and, as ``python -m perf.history`` reports them, no step smaller than that threshold.
 A step of an injected stage counts as found when it starts at save N+1 and is slower past the
 threshold (which takes M >= perf.steps.MIN_SEGMENT); any step on another benchmark is reported as
 such. Needs ``pip install ruptures``.
@@ -128,7 +129,7 @@ def judge_history(storage: Path, saves: int, shares: dict[str, float]) -> list[d
     for series in trend.series(runs):
         values, spreads = [p.value for p in series.points], [p.spread for p in series.points]
         for method, segment in METHODS.items():
-            fit = steps.detect(values, spreads, segment)
+            fit = steps.detect(values, spreads, segment, min_step=THRESHOLD)  # the steps perf.history reports
             rows.append({"benchmark": series.benchmark, "method": method, "share": injected_share(series, shares),
                          "runs": len(values), "first_injected": saves,
                          "steps": [{"index": s.index, "ratio": s.ratio, "low": s.low, "high": s.high} for s in fit.steps]})
@@ -231,7 +232,7 @@ def simulate(trials: int) -> dict:
                 for trial in range(trials):
                     values, spreads = constructed(levels, noise, bursty, per_process, np.random.default_rng(trial))
                     for method, segment in METHODS.items():
-                        fit = steps.detect(values, spreads, segment)
+                        fit = steps.detect(values, spreads, segment, min_step=THRESHOLD)
                         slower = [s for s in fit.steps if s.slower_than(THRESHOLD)]
                         starts = true or []
                         tally[method]["found"] += sum(any(abs(s.index - t) <= 1 for s in slower) for t in starts)

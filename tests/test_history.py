@@ -112,8 +112,18 @@ def test_without_since_nothing_is_gated_and_steps_are_still_shown(tmp_path, caps
 
 def test_a_step_smaller_than_the_threshold_is_no_regression(tmp_path, capsys):
     storage = slowed_at_8(tmp_path)
-    assert cli(capsys, storage, "--since", "7", "--threshold", "60%")[0] == 0
     assert cli(capsys, storage, "--since", "7", "--threshold", "0.3")[0] == 1
+    rc, out, _ = cli(capsys, storage, "--since", "7", "--threshold", "60%")
+    assert rc == 0 and "0008 (after 0007)" not in out  # no step either: under the threshold
+    assert "drift: +49" in out  # the drift still says how far it moved
+
+
+def test_a_clear_change_smaller_than_the_threshold_is_reported_and_gated_only_with_a_lower_one(tmp_path, capsys):
+    storage = storage_of(tmp_path, {("relu", "numpy"): [6e-6] * 10 + [6.18e-6] * 10})  # +3%, noise 0.5%
+    rc, out, _ = cli(capsys, storage, "--since", "5")
+    assert rc == 0 and "no step" in out and "drift: +3" in out
+    rc, out, _ = cli(capsys, storage, "--since", "5", "--threshold", "2%")
+    assert rc == 1 and "0011 (after 0010): +3" in out and "REGRESSION" in out
 
 
 def test_an_improvement_is_no_regression(tmp_path, capsys):

@@ -58,6 +58,25 @@ def test_two_steps_are_both_found():
     assert [(lv.start, lv.stop) for lv in fit.levels] == [(0, 8), (8, 14), (14, 20)]
 
 
+def test_a_clear_step_smaller_than_min_step_is_no_step_and_its_levels_are_one():
+    values, spreads = history([1.0] * 10 + [1.03] * 10, noise=0.002)
+    (step,) = steps.detect(values, spreads).steps
+    assert step.index == 10 and step.low > 1.02  # clear: its whole interval past +2%
+    for least in (0.05, 0.04):
+        fit = steps.detect(values, spreads, min_step=least)
+        assert fit.steps == () and [(lv.start, lv.stop) for lv in fit.levels] == [(0, 20)]
+    assert [s.index for s in steps.detect(values, spreads, min_step=0.025).steps] == [10]
+
+
+def test_min_step_counts_either_way_and_leaves_larger_steps_where_they_are():
+    values, spreads = history([1.0] * 7 + [1.02] * 7 + [1.5] * 6, noise=0.002)
+    assert [s.index for s in steps.detect(values, spreads).steps] == [7, 14]
+    (step,) = steps.detect(values, spreads, min_step=0.05).steps
+    assert step.index == 14 and step.ratio == pytest.approx(1.5 / 1.01, rel=0.02)  # the level before: both merged
+    faster = history([1.0] * 10 + [0.97] * 10, noise=0.002)
+    assert len(steps.detect(*faster).steps) == 1 and steps.detect(*faster, min_step=0.05).steps == ()
+
+
 def test_a_step_in_the_newest_runs_counts_in_full_in_the_drift():
     fit = steps.detect(*history([1.0] * 7 + [1.5] * 3))
     assert [s.index for s in fit.steps] == [7]
