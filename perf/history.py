@@ -71,9 +71,10 @@ def find(series: trend.Series, threshold: float, after: tuple | None = None) -> 
 def protected(runs: Iterable[Run], threshold: str = DEFAULT_THRESHOLD) -> set[str]:
     """The sources of the saved runs a step ``python -m perf.history`` reports points at (its first run and the
     run before it), over every benchmark, metric and machine: the runs pruning a runner's storage must keep."""
+    least = gate.parse_threshold(threshold)
     keep: set[str] = set()
     for series in trend.series(runs):
-        for step in find(series, gate.parse_threshold(threshold)).fit.steps:
+        for step in find(series, least).fit.steps:
             keep.update(p.run.source for p in series.points[step.index - 1:step.index + 1])
     return keep
 
