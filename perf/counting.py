@@ -118,7 +118,8 @@ class CountingZygotes:
         for name, case in cases.items():
             by_backend.setdefault(case.backend, []).append(name)
         found: dict[str, Measured] = {}
-        with tempfile.TemporaryDirectory(prefix="perf-count-") as tmp:
+        # ignore_cleanup_errors: what is left of an interrupted count must not hide why it stopped
+        with tempfile.TemporaryDirectory(prefix="perf-count-", ignore_cleanup_errors=True) as tmp:
             work = Path(tmp)
             stage(self.rootdir, work / "project")
             shim = callgrind.build_shim(fallback=work)

@@ -141,8 +141,8 @@ class ForkedProcesses(Processes):
                             measured.gather(found, [ProcessResult.from_dict(reply, where)])
                     progress.finished(f"{where}: {len(cases)} benchmarks in {time.perf_counter() - start:.1f} s")
             finally:
-                for z in started:
-                    z.close()
+                for z in started:  # only on an error: started, never measuring
+                    z.stop(grace_s=0.0)
         return found
 
     def _start(self, argv: list[str], env: Mapping[str, str], tmp: Path, numbers: range,
@@ -157,9 +157,9 @@ class ForkedProcesses(Processes):
                     z.request({"ping": True})
                 except MeasureError as exc:
                     raise MeasureError(f"{label} {k}/{self.processes}, before its first benchmark: {exc}") from None
-        except MeasureError:
+        except BaseException:
             for z in started:
-                z.close()
+                z.stop(grace_s=0.0)
             raise
         return started
 

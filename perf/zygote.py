@@ -22,7 +22,9 @@ import fcntl
 import gc
 import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -32,6 +34,7 @@ SERVE_ENV = "PERF_SERVE"            # set in a zygote: what it serves ("time" or
 FDS_ENV = "PERF_SERVE_FDS"          # set in a zygote: its request and reply descriptors, "R,W"
 REQUESTS_FD, REPLIES_FD = 10, 11    # where the zygote finds them (below valgrind's own, above the folders)
 MAX_LINE = 1 << 20                  # bytes of one request line
+GRACE_S = 30.0                      # how long a zygote left on an error may take to end before it is killed
 
 Send = Callable[[dict], None]
 Handler = Callable[[dict, Send], None]
@@ -125,9 +128,10 @@ class Zygote:
             with open(log, "wb") as out:
                 # close_fds=False: Popen would close the placed descriptors after preexec_fn; everything else
                 # this process opened is close-on-exec (Python's default) and does not reach the zygote.
+                # process_group=0: the zygote and its children in a group of their own, killed together.
                 self._proc = subprocess.Popen(list(argv), env={**env, FDS_ENV: f"{REQUESTS_FD},{REPLIES_FD}"}, cwd=cwd,
                                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                              close_fds=False, preexec_fn=lambda: _place(opened))
+                                              close_fds=False, preexec_fn=lambda: _place(opened), process_group=0)
         except OSError as exc:
             raise MeasureError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         finally:
@@ -176,17 +180,41 @@ class Zygote:
 
     def close(self) -> int:
         """End the requests; wait for the zygote; its exit status."""
-        self._close([self._requests])
+        self._end_requests()
         self._reader.close()
         return self._proc.wait()
 
     def __enter__(self) -> Zygote:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is not None and self._proc.poll() is None:
-            self._proc.kill()
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.stop(grace_s=GRACE_S if issubclass(kind, Exception) else 0.0)
+
+    def stop(self, grace_s: float = GRACE_S) -> None:
+        """End the zygote on an error: the requests end, and it has ``grace_s`` to end by itself, after the
+        child it waits for (a child that has answered may still be writing: under callgrind, its dump);
+        then its process group is killed, what is left of its children with it. An interrupt gives no grace."""
+        self._end_requests()
+        self._reader.close()
+        if self._proc.returncode is not None:
+            return  # reaped already: its group cannot be named safely, and it waited for its children
+        deadline = time.monotonic() + grace_s
+        # WNOWAIT: an ended zygote stays unreaped, so that its process group still names its children
+        while os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
+
+    def _end_requests(self) -> None:
+        if self._requests >= 0:
+            self._close([self._requests])
+            self._requests = -1
 
 
 def _place(opened: Mapping[int, int]) -> None:

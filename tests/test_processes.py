@@ -231,7 +231,7 @@ def test_a_zygote_that_never_gets_ready_is_one_line_naming_its_process_and_its_b
             self.k, self.closed = len(started) + 1, False
             started.append(self)
 
-        def close(self):
+        def stop(self, grace_s):
             self.closed = True
 
         def request(self, payload):

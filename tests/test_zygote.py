@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,19 @@ from perf.errors import MeasureError
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = """
-import os, sys
+import os, sys, time
 from perf import zygote
 
 state = {"touched": 0}
 
 def handle(request, send):
+    if "linger" in request:  # answer, then go on writing, as a child under callgrind writes its dump on exit
+        send({"pid": os.getpid()})
+        send({"end": True})
+        time.sleep(request["linger"])
+        with open("/dev/fd/3/written", "w") as out:
+            out.write("after the answer")
+        os._exit(0)
     if request.get("crash"):
         os._exit(9)
     if request.get("fail"):
@@ -82,3 +90,35 @@ def test_serving_is_said_by_the_environment(monkeypatch):
     assert zygote.serving() == ""
     monkeypatch.setenv(zygote.SERVE_ENV, "count")
     assert zygote.serving() == "count"
+
+
+def test_a_parent_s_error_lets_the_child_that_answered_finish_before_the_zygote_is_gone(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with pytest.raises(RuntimeError, match="the caller gives up"):
+        with zygote.Zygote([sys.executable, "-c", HANDLER], env, tmp_path, tmp_path / "zygote.log", {3: tmp_path}) as z:
+            z.request({"linger": 0.5})
+            raise RuntimeError("the caller gives up")
+    assert (tmp_path / "written").read_text() == "after the answer"  # done before the caller removes the folder
+
+
+def test_a_zygote_that_does_not_end_in_its_grace_is_killed_with_its_children(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    z = zygote.Zygote([sys.executable, "-c", HANDLER], env, tmp_path, tmp_path / "zygote.log", {3: tmp_path})
+    (reply,) = z.request({"linger": 60})
+    z.stop(grace_s=0.2)
+    assert z._proc.returncode == -9
+    assert not _alive(reply["pid"])  # the child killed with it, not left to run on
+    assert not (tmp_path / "written").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody has reaped yet does not)."""
+    for _ in range(100):  # a killed process is gone a moment after its signal
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return False
+        if state in "ZX":
+            return False
+        time.sleep(0.02)
+    return True
