@@ -196,7 +196,8 @@ class Zygote:
     def stop(self, grace_s: float = GRACE_S) -> None:
         """End the zygote on an error: the requests end, and it has ``grace_s`` to end by itself, after the
         child it waits for (a child that has answered may still be writing: under callgrind, its dump);
-        then its process group is killed, what is left of its children with it. An interrupt gives no grace."""
+        then its process group is killed, what is left of its children with it. Leaving a ``with`` block on
+        an exception stops it so; on an interrupt (not an Exception), with no grace."""
         self._end_requests()
         self._reader.close()
         if self._proc.returncode is not None:
