@@ -166,8 +166,7 @@ class ForkedProcesses(Processes):
 
 def _start_cost(z: zygote.Zygote, pings: int = 3) -> float:
     """Seconds a measuring child costs beyond its measuring (the fork, its exit, the round trip): the median of
-    ``pings`` children that answer at once, after a first that waits for the zygote to be ready."""
-    z.request({"ping": True})
+    ``pings`` children that answer at once, of a zygote that is ready (``_start`` waited for its first)."""
     spent = []
     for _ in range(pings):
         start = time.perf_counter()
