@@ -211,8 +211,11 @@ def _main(argv: list[str]) -> int:
     lines = render(res, meta)
     print("\n".join(lines))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(lines), encoding="utf-8")
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text("\n".join(lines), encoding="utf-8")
+        except OSError as exc:  # the report is printed above; the raw results stay in the working folder
+            raise UsageError(f"--out {args.out!r}: cannot write the report: {exc.strerror or exc}") from None
     return 0
 
 

@@ -54,6 +54,11 @@ def test_render_reads_the_summary_back_and_refuses_a_workdir_without_one(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--render: no calibration in" in err[0]
 
+    (tmp_path / "a-file").write_text("")
+    assert calibrate.main(["--render", "--workdir", str(tmp_path), "--out", str(tmp_path / "a-file" / "gate.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "cannot write the report" in err[0]
+
 
 def test_a_workdir_in_use_is_refused(tmp_path, capsys):
     (tmp_path / "something").write_text("")

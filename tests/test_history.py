@@ -262,6 +262,15 @@ def test_a_missing_or_unusable_storage_is_one_line_exit_2(tmp_path, capsys):
     one_error_line(err, "--json", "does not exist")
 
 
+def test_a_report_that_cannot_be_written_is_one_line_exit_2(tmp_path, capsys):
+    full = Path("/dev/full")  # every write: no space left on the device
+    if not full.exists():
+        pytest.skip("no /dev/full here")
+    rc, _, err = cli(capsys, slowed_at_8(tmp_path), "--markdown", full)
+    assert rc == 2
+    one_error_line(err, "/dev/full")
+
+
 def test_an_empty_storage_has_nothing_to_show(tmp_path, capsys):
     (tmp_path / "empty" / MACHINE_ID).mkdir(parents=True)
     rc, out, _ = cli(capsys, tmp_path / "empty")
