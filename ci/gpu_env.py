@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 
 from perf import machine, paths, results
 from perf.cli import ERROR, PASS, Parser, run_main
-from perf.errors import UsageError
 
 from . import github
 
@@ -53,9 +52,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(opts: argparse.Namespace) -> int:
-    why = paths.unwritable(opts.out) if opts.out else ""
-    if why:
-        raise UsageError(f"--out {opts.out!r}: {why}")
+    paths.require_writable({"--out": opts.out})
     record = machine.gpu_record()
     print(json.dumps(record, indent=2))
     if opts.out:

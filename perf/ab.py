@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import command, envs, gate, machine, render, results, revisions
+from . import command, envs, gate, machine, paths, render, results, revisions
 from .cli import PASS, REGRESSION, Parser, UsageError, run_main, split_dashdash
 from .metric import Metric
 from .progress import Progress
@@ -145,6 +145,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         rev = getattr(opts, name)
         if rev is not None and (not rev or rev.startswith("-")):
             raise UsageError(f"--{name} {rev!r}: expected a git revision")
+    paths.require_writable({"--json": opts.json, "--markdown": opts.markdown})
     return opts
 
 

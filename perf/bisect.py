@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from . import ab, bisection, envs, gate, render, results, revisions
+from . import ab, bisection, envs, gate, paths, render, results, revisions
 from .bisection_render import render_bisection
 from .cli import Parser, git, run_main, split_dashdash
 from .errors import UsageError
@@ -70,6 +70,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if rounds < gate.MIN_SAMPLES:
         raise UsageError(f"--rounds {rounds}: expected an integer >= {gate.MIN_SAMPLES}")
     opts.design = ab.Design(rounds=rounds, recheck_rounds=2 * rounds, threshold=threshold, metric=metric)
+    paths.require_writable({"--json": opts.json, "--markdown": opts.markdown})
     return opts
 
 

@@ -374,10 +374,7 @@ def _history(argv: list[str]) -> int:
     threshold = _threshold(args.threshold)
     select = trend.keyword(args.keyword) if args.keyword is not None else (lambda name: True)
     storage = storage_folder(args.storage)
-    for option, path in (("--markdown", args.markdown), ("--json", args.json)):
-        why = paths.unwritable(path) if path else ""
-        if why:
-            raise UsageError(f"{option} {str(path)!r}: {why}")
+    paths.require_writable({"--markdown": args.markdown, "--json": args.json})
     files = trend.storage_files(storage)
     skipped: list[str] = []
     runs = list(readable_runs(files, skipped))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+
+from .errors import UsageError
 
 
 def unwritable(path: str | os.PathLike) -> str:
@@ -26,3 +29,12 @@ def unwritable(path: str | os.PathLike) -> str:
     except OSError as exc:  # a name too long, a loop of links
         return f"cannot be checked: {exc.strerror or exc}"
     return ""
+
+
+def require_writable(outputs: Mapping[str, str | os.PathLike | None]) -> None:
+    """UsageError for the first of ``outputs`` ({option: path or None}) that could not be written later:
+    checked before measuring, so that minutes of it are not lost to a report's path."""
+    for option, path in outputs.items():
+        why = unwritable(path) if path else ""
+        if why:
+            raise UsageError(f"{option} {str(path)!r}: {why}")

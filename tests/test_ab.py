@@ -62,6 +62,8 @@ def test_help_lists_the_options_and_exits_0(capsys):
     (["--alpha", "0"], "--alpha 0.0"),
     (["--base=-x"], "expected a git revision"),
     (["--head-pytest-args=\"unclosed"], "--head-pytest-args"),
+    (["--json", "/"], "--json '/': is a directory"),  # before any measuring
+    (["--markdown", "/no/such/folder/ab.md"], "--markdown '/no/such/folder/ab.md': directory"),
 ])
 def test_parse_args_errors_are_one_line(argv, message):
     with pytest.raises(UsageError, match=message) as info:

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from perf import bisect
 from perf.bisection import ANY_CHANGE, INCONCLUSIVE_TWICE, REGRESSION, Bisection, Skip, Status, find_first_changes
 from perf.bisection_render import render_bisection
 from perf.errors import UsageError
@@ -277,3 +278,22 @@ def test_markdown_rendering_has_a_row_per_benchmark_and_the_probes_folded():
     assert "| `b\\|c` | unchanged | - | - | unchanged | - | 1 |" in md
     assert "- `a`: c00 -> c09: skipped: c09 does not build" in md
     assert f"<details><summary>Probes ({len(result.probes)})</summary>" in md and md.rstrip().endswith("</details>")
+
+
+# --------------------------------------------------------------------------- the command's options
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give --good REV and --bad REV"),
+    (["--good", "v1"], "commits need both --good REV and --bad REV"),
+    (["--good", "v1", "--bad", "v2", "--versions", "numpy==2.2.6", "numpy==2.3.5"], "not both and not neither"),
+    (["--versions", "numpy==2.2.6"], "--versions needs at least two specs"),
+    (["--good", "v1", "--bad", "v2", "--rounds", "2"], "--rounds 2: expected an integer >= 3"),
+    (["--good", "v1", "--bad", "v2", "--threshold", "lots"], "invalid threshold 'lots'"),
+    (["--good", "v1", "--bad", "v2", "--json", "/"], "--json '/': is a directory"),  # before any measuring
+    (["--good", "v1", "--bad", "v2", "--markdown", "/no/such/folder/b.md"], "--markdown '/no/such/folder/b.md': directory"),
+])
+def test_bad_options_are_one_line_before_anything_is_measured(argv, message):
+    with pytest.raises(UsageError, match=message) as info:
+        bisect.parse_args(argv)
+    assert "\n" not in str(info.value)
