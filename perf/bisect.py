@@ -36,6 +36,7 @@ from .progress import Progress
 from .rounds import BASE, HEAD, Side
 
 PROG = "python -m perf.bisect"
+MakeSides = Callable[[str, str, Path], AbstractContextManager[dict[str, Side]]]  # (base, head, folder) -> the sides
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -80,13 +81,30 @@ def commits(repo: Path, good: str, bad: str) -> list[str]:
     path = git(repo, "rev-list", "--reverse", "--ancestry-path", f"{first}..{last}").split()
     if not path:
         raise UsageError(f"{bad} is not a descendant of {good}: nothing to bisect between them")
-    return [f"{sha[:10]} {git(repo, 'log', '-1', '--format=%s', sha)}" for sha in [first, *path]]
+    return [candidate(repo, sha) for sha in [first, *path]]
+
+
+def candidate(repo: Path, sha: str) -> str:
+    """How a commit is a candidate: 'SHA subject'."""
+    return f"{sha[:10]} {git(repo, 'log', '-1', '--format=%s', sha)}"
+
+
+def commit_sides(repo: Path, pytest_args: Sequence[str]) -> MakeSides:
+    """A probe's sides for two candidates named 'SHA subject' (``commits``): each commit checked out in the
+    probe's folder, its suite run with ``pytest_args``."""
+
+    @contextlib.contextmanager
+    def make_sides(base: str, head: str, folder: Path) -> Iterator[dict[str, Side]]:
+        with revisions.checked_out(repo, {BASE: base.split()[0], HEAD: head.split()[0]}, folder) as trees:
+            yield {BASE: Side(trees[BASE], tuple(pytest_args), base), HEAD: Side(trees[HEAD], tuple(pytest_args), head)}
+
+    return make_sides
 
 
 class Prober:
     """Probes: an A/B of two candidates, every probe's comparisons kept for the report."""
 
-    def __init__(self, make_sides: Callable[[str, str, Path], AbstractContextManager[dict[str, Side]]], design: ab.Design,
+    def __init__(self, make_sides: MakeSides, design: ab.Design,
                  work: Path, log: Callable[[str], None]) -> None:
         self.make_sides, self.design, self.work, self.log = make_sides, design, work, log
         self.comparisons: dict[tuple[str, str], list[gate.Comparison]] = {}
@@ -122,12 +140,7 @@ def run(opts: argparse.Namespace) -> int:
             changes = bisection.ANY_CHANGE
         else:
             candidates = commits(repo, opts.good, opts.bad)
-
-            @contextlib.contextmanager
-            def make_sides(base: str, head: str, folder: Path) -> Iterator[dict[str, Side]]:
-                with revisions.checked_out(repo, {BASE: base.split()[0], HEAD: head.split()[0]}, folder) as trees:
-                    yield {BASE: Side(trees[BASE], tuple(opts.pytest_args), base),
-                           HEAD: Side(trees[HEAD], tuple(opts.pytest_args), head)}
+            make_sides = commit_sides(repo, opts.pytest_args)
             changes = bisection.REGRESSION
         prober = Prober(make_sides, opts.design, work, log)
         endpoints = prober(candidates[0], candidates[-1])

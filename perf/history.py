@@ -1,5 +1,6 @@
 """python -m perf.history [STORAGE] [-k EXPR] [--since RUN] [--threshold 5%] [--window N]
                          [--markdown PATH] [--json PATH] [--figures DIR]
+                         [--confirm [--repo DIR] [--rounds R] [-- PYTEST ARGS]]
 
 Trends across saved runs: per benchmark, its value in each run (the gate's statistic, with the
 spread of the run's processes and its commit), the steps where its level changed by --threshold or
@@ -10,21 +11,24 @@ it (default ``.benchmarks``); every machine-id subfolder is read. A damaged save
 a warning naming it and its field.
 
 Exit status: 1 when a step that starts after the run --since names is a regression (slower, its
-whole interval past --threshold); 0 otherwise (without --since nothing is gated); 2 with one line
-on bad input (perf.cli).
+whole interval past --threshold) and, with --confirm, an interleaved A/B of the commits either side
+of it finds it again (``perf.history_ab``); 0 otherwise (without --since nothing is gated); 2 with
+one line on bad input (perf.cli).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import shlex
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gate, paths, steps, trend
-from .cli import PASS, REGRESSION, Parser, positive_int, run_main
+from . import gate, history_ab, paths, revisions, steps, trend
+from .cli import PASS, REGRESSION, Parser, positive_int, run_main, split_dashdash
 from .errors import UsageError
 from .metric import Metric
 from .render import format_change, format_value, md_escape
@@ -57,14 +61,13 @@ class Finding:
         return self.new(step) and step.slower_than(threshold)
 
 
-def find(series: trend.Series, threshold: float, after: tuple | None = None) -> Finding:
+def find(series: trend.Series, threshold: float, after: Callable[[Run], bool] | None = None) -> Finding:
     """The steps and drift of ``series``, a step being a clear change of level of at least ``threshold`` either
     way (asv, too, reports no jump under its regression threshold: smaller ones on this machine are the
-    machine's, docs/results/history.md); ``after``: the ``trend.order_key`` of the --since run."""
+    machine's, docs/results/history.md); ``after``: whether a run comes after the --since run."""
     points = series.points
     fit = steps.detect([p.value for p in points], [p.spread for p in points], min_step=threshold)
-    since = None if after is None else next((i for i, p in enumerate(points) if trend.order_key(p.run) > after),
-                                            len(points))
+    since = None if after is None else next((i for i, p in enumerate(points) if after(p.run)), len(points))
     return Finding(series, fit, since)
 
 
@@ -89,13 +92,27 @@ class History:
     since: str | None
     window: int | None
     skipped: tuple[str, ...]           # one line per damaged saved run
+    order: Callable[[Run], trend.OrderKey]   # the history order of every run read (trend.history_order)
+    confirmations: Mapping[history_ab.Key, history_ab.Confirmation] = dataclasses.field(default_factory=dict)
+
+    def confirmation(self, f: Finding, step: steps.Step) -> history_ab.Confirmation | None:
+        return self.confirmations.get(history_ab.key(f.series, step))
+
+    def regressed(self, f: Finding, step: steps.Step) -> bool:
+        """A regression after --since that stands: no A/B was asked, or it found it again, or none could tell."""
+        confirmation = self.confirmation(f, step)
+        return f.regressed(step, self.threshold) and (confirmation is None or confirmation.stands)
 
     def regressions(self) -> list[tuple[Finding, steps.Step]]:
+        return [(f, s) for f in self.findings for s in f.fit.steps if self.regressed(f, s)]
+
+    def suspects(self) -> list[tuple[Finding, steps.Step]]:
+        """The regressions after --since before any A/B: what --confirm measures."""
         return [(f, s) for f in self.findings for s in f.fit.steps if f.regressed(s, self.threshold)]
 
     def runs(self) -> list[Run]:
         unique = {p.run.source: p.run for f in self.findings for p in f.series.points}
-        return sorted(unique.values(), key=trend.order_key)
+        return sorted(unique.values(), key=self.order)
 
 
 # --------------------------------------------------------------------------- input
@@ -105,8 +122,9 @@ def _parser() -> Parser:
     p = Parser(prog=PROG, allow_abbrev=False,
                description="Trends across saved runs of pytest perf: per benchmark its values, the steps where its "
                            "level changed (with the runs on either side) and the drift.",
-               epilog="Exit status: 1 when a step after --since is a regression past --threshold, 0 otherwise "
-                      "(without --since nothing is gated), 2 on bad input.")
+               epilog="Arguments after -- go to pytest on both sides of --confirm's A/B. Exit status: 1 when a step "
+                      "after --since is a regression past --threshold (with --confirm: one its A/B finds again), 0 "
+                      "otherwise (without --since nothing is gated), 2 on bad input.")
     p.add_argument("storage", nargs="?", default=DEFAULT_STORAGE, metavar="STORAGE",
                    help=f"pytest-benchmark storage: a folder or file://PATH (default {DEFAULT_STORAGE})")
     p.add_argument("-k", dest="keyword", metavar="EXPR",
@@ -121,6 +139,11 @@ def _parser() -> Parser:
     p.add_argument("--json", metavar="PATH", help="write the history as JSON")
     p.add_argument("--figures", metavar="DIR", help="write one PNG per size and stage: the trend, the per-process "
                                                     "band and the steps, backends as lines")
+    p.add_argument("--confirm", action="store_true",
+                   help="measure each regression after --since again: an interleaved A/B (perf.ab) of the commit of "
+                        "the run before its step against the commit of its first run; only what it finds again fails")
+    p.add_argument("--repo", default=".", metavar="DIR", help="with --confirm: the suite's git repository (default .)")
+    p.add_argument("--rounds", type=positive_int, metavar="R", help="with --confirm: A/B rounds (default: perf.ab's)")
     return p
 
 
@@ -137,9 +160,10 @@ def storage_folder(text: str) -> Path:
     return folder
 
 
-def since(spec: str, storage: Path, files: Sequence[Path], runs: Sequence[Run]) -> tuple[str, tuple]:
-    """(how the run --since names is shown, its ``trend.order_key``; the newest of several that match);
-    UsageError when none matches. A numbered run that does not load is its one-line ResultsError."""
+def since(spec: str, storage: Path, files: Sequence[Path], runs: Sequence[Run],
+          order: Callable[[Run], trend.OrderKey]) -> tuple[str, Callable[[Run], bool]]:
+    """(how the run --since names is shown, whether a run comes after it in ``order``; the newest of several
+    that match); UsageError when none matches. A numbered run that does not load is its one-line ResultsError."""
     if re.fullmatch(r"\d{1,4}", spec):
         label = f"{int(spec):04d}"
         named = [load_run(f) for f in files if f.name.startswith(f"{label}_")]
@@ -152,7 +176,8 @@ def since(spec: str, storage: Path, files: Sequence[Path], runs: Sequence[Run]) 
         raise UsageError(f"--since {spec!r}: expected {_SINCE_ACCEPTED}")
     if not named:
         raise UsageError(f"--since {spec}: {missing} in {storage}; expected {_SINCE_ACCEPTED}")
-    return label, max(trend.order_key(r) for r in named)
+    last = max(order(r) for r in named)
+    return label, lambda run: order(run) > last
 
 
 def _threshold(text: str) -> float:
@@ -177,10 +202,13 @@ def _spread(point: trend.Point) -> str:
 def _step_line(f: Finding, step: steps.Step, history: History) -> str:
     points = f.series.points
     verdict = ""
-    if f.regressed(step, history.threshold):
+    if history.regressed(f, step):
         verdict = f", REGRESSION (after {history.since}, past {gate.percent(history.threshold)})"
     elif f.new(step):
         verdict = f", after {history.since}"
+    confirmation = history.confirmation(f, step)
+    if confirmation is not None:
+        verdict += f"; {confirmation.text()}"
     return (f"{points[step.index].label} (after {points[step.index - 1].label}): "
             f"{_change(step)}{verdict}")
 
@@ -204,11 +232,26 @@ def _heading(history: History) -> str:
 
 def _outcome(history: History) -> str:
     found = history.regressions()
+    refuted = len(history.suspects()) - len(found)
+    unconfirmed = f" ({refuted} not confirmed by an A/B of their commits)" if refuted else ""
     if not found:
-        return "PASS: no regression" + (f" after {history.since}" if history.since else " gated")
+        return "PASS: no regression" + (f" after {history.since}" if history.since else " gated") + unconfirmed
     items = "; ".join(f"{_short(f.series.benchmark)} {format_change(s.ratio)} at {f.series.points[s.index].label}"
                       for f, s in found)
-    return f"FAIL: {len(found)} regression(s) after {history.since}: {items}"
+    return f"FAIL: {len(found)} regression(s) after {history.since}{unconfirmed}: {items}"
+
+
+def bisect_commands(history: History) -> list[str]:
+    """For the regressions that stand, the ``perf.bisect`` command that finds the commit that caused them:
+    one per pair of commits either side of a step (none where both runs are of one commit)."""
+    pairs: dict[tuple[str, str, str], list[str]] = {}
+    for f, step in history.regressions():
+        before, first = (f.series.points[i].run for i in (step.index - 1, step.index))
+        if before.commit_id and first.commit_id and before.commit_id != first.commit_id:
+            counted = [f"--perf-metric={f.series.metric.value}"] if f.series.metric.counted else []
+            pairs.setdefault((before.commit_id[:12], first.commit_id[:12], shlex.join(counted)), []).append(f.series.benchmark)
+    return [f"python -m perf.bisect --good {good} --bad {bad} -- {' '.join(filter(None, [counted, shlex.join(names)]))}"
+            for (good, bad, counted), names in pairs.items()]
 
 
 def to_text(history: History) -> str:
@@ -224,6 +267,7 @@ def to_text(history: History) -> str:
         lines += [f"  step at {_step_line(f, step, history)}" for step in f.fit.steps] or ["  no step"]
         lines += [f"  drift: {_drift_line(f)}", f"  weighting: {f.fit.weighting}", ""]
     lines.append(_outcome(history))
+    lines += [f"  which commit: {command}" for command in bisect_commands(history)]
     return "\n".join(lines) + "\n"
 
 
@@ -233,13 +277,16 @@ def to_markdown(history: History) -> str:
     outcome = _outcome(history)
     lines = [f"### Performance history: {md_escape(outcome.split(':', 1)[0])}", "", f"{md_escape(_heading(history))}", "",
              f"**{md_escape(outcome)}**", ""]
+    commands = bisect_commands(history)
+    if commands:
+        lines += [f"- which commit: `{command}`" for command in commands] + [""]
     if history.skipped:
         lines += [f"- skipped a damaged saved run: {md_escape(line)}" for line in history.skipped] + [""]
     if history.findings:
         lines += ["| Benchmark | Machine | Runs | Latest | Steps | Drift |", "|:---|:---|---:|---:|:---|---:|"]
     for f in history.findings:
         s = f.series
-        marked = [f"**{_step_line(f, st, history)}**" if f.regressed(st, history.threshold) else _step_line(f, st, history)
+        marked = [f"**{_step_line(f, st, history)}**" if history.regressed(f, st) else _step_line(f, st, history)
                   for st in f.fit.steps]
         lines.append(f"| `{md_escape(_short(s.benchmark))}` | {md_escape(s.machine)} | {len(s.points)} | "
                      f"{format_value(s.points[-1].value, s.metric)} | {md_escape('; '.join(marked)) or '-'} | "
@@ -261,6 +308,10 @@ def _change_json(change: steps.Change) -> dict:
     return {"before": change.before, "after": change.after, "ratio": change.ratio, "low": change.low, "high": change.high}
 
 
+def _confirmation_json(confirmation: history_ab.Confirmation | None) -> dict | None:
+    return None if confirmation is None else confirmation.as_dict()
+
+
 def to_json(history: History) -> dict:
     """The history as a JSON document: meta, passed, and per benchmark its runs, levels, steps and drift."""
     benchmarks = []
@@ -274,12 +325,13 @@ def to_json(history: History) -> dict:
             "levels": [{"first_run": points[lv.start].label, "last_run": points[lv.stop - 1].label,
                         "value": lv.value} for lv in f.fit.levels],
             "steps": [{"first_run": points[st.index].label, "run_before": points[st.index - 1].label,
-                       "index": st.index, **_change_json(st), "new": f.new(st),
-                       "regression": f.regressed(st, history.threshold)} for st in f.fit.steps],
+                       "index": st.index, **_change_json(st), "new": f.new(st), "regression": history.regressed(f, st),
+                       "confirmation": _confirmation_json(history.confirmation(f, st))} for st in f.fit.steps],
             "drift": None if f.fit.drift is None else {**_change_json(f.fit.drift), "runs": len(points)},
         })
     return {"meta": {"storage": history.storage, "since": history.since, "threshold": history.threshold,
-                     "window": history.window, "runs": len(history.runs()), "skipped": list(history.skipped)},
+                     "window": history.window, "runs": len(history.runs()), "skipped": list(history.skipped),
+                     "confirmed by A/B": bool(history.confirmations)},
             "passed": not history.regressions(), "benchmarks": benchmarks}
 
 
@@ -308,7 +360,7 @@ def plot(findings: Sequence[Finding], history: History, path: Path) -> None:
     from .report.figures import backend_colors
 
     metric, where, what = _figure_group(findings[0])
-    runs = sorted({p.run.source: p.run for f in findings for p in f.series.points}.values(), key=trend.order_key)
+    runs = sorted({p.run.source: p.run for f in findings for p in f.series.points}.values(), key=history.order)
     x_of = {r.source: i for i, r in enumerate(runs)}
     labels = {f.series.benchmark: f.series.latest.backend or _short(f.series.benchmark) for f in findings}
     colors = backend_colors(labels.values())
@@ -328,7 +380,7 @@ def plot(findings: Sequence[Finding], history: History, path: Path) -> None:
             at = (xs[step.index - 1] + xs[step.index]) / 2
             ax.axvline(at, color=color, ls=":", lw=1.2)
             ax.annotate(_change(step), xy=(at, step.after), xytext=(3, 4), textcoords="offset points", fontsize=7.5,
-                        color=color, fontweight="bold" if f.regressed(step, history.threshold) else "normal")
+                        color=color, fontweight="bold" if history.regressed(f, step) else "normal")
     if max(values) > 10 * min(values):
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(NullFormatter())
@@ -370,8 +422,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _history(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    own, pytest_args = split_dashdash(argv)
+    args = _parser().parse_args(own)
     threshold = _threshold(args.threshold)
+    if args.confirm and args.since is None:
+        raise UsageError("--confirm measures the regressions after --since RUN: give --since")
+    if (args.rounds or pytest_args) and not args.confirm:
+        raise UsageError("--rounds and arguments after -- are for the A/B of --confirm: give --confirm")
+    if args.rounds is not None and args.rounds < gate.MIN_SAMPLES:
+        raise UsageError(f"--rounds {args.rounds}: expected an integer >= {gate.MIN_SAMPLES}")
+    repo = revisions.toplevel(args.repo) if args.confirm else None
     select = trend.keyword(args.keyword) if args.keyword is not None else (lambda name: True)
     storage = storage_folder(args.storage)
     paths.require_writable({"--markdown": args.markdown, "--json": args.json})
@@ -381,14 +441,20 @@ def _history(argv: list[str]) -> int:
     if files and not runs:
         more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
         raise UsageError(f"no saved run in {storage} can be read: {skipped[0]}{more}")
-    label, after = since(args.since, storage, files, runs) if args.since is not None else (None, None)
+    order = trend.history_order(runs)
+    label, after = since(args.since, storage, files, runs, order) if args.since is not None else (None, None)
     series = trend.series(runs, select, args.window)
     if args.keyword is not None and runs and not series:
         raise UsageError(f"-k {args.keyword!r} selects none of the benchmarks saved in {storage}")
     history = History(str(storage), tuple(find(s, threshold, after) for s in series), threshold, label, args.window,
-                      tuple(skipped))
+                      tuple(skipped), order)
     for line in skipped:
         print(f"warning: skipped a damaged saved run: {line}", file=sys.stderr)
+    if repo is not None and history.suspects():
+        log = lambda msg: print(f"perf.history: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+        confirmations = history_ab.confirm([(f.series, s) for f, s in history.suspects()], repo, pytest_args,
+                                           threshold, log, args.rounds)
+        history = dataclasses.replace(history, confirmations=confirmations)
     sys.stdout.write(to_text(history))
     if args.markdown:
         _write("--markdown", args.markdown, lambda: Path(args.markdown).write_text(to_markdown(history), encoding="utf-8"))

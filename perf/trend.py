@@ -2,8 +2,9 @@
 
 A history is pytest-benchmark's file storage, ``STORAGE/<machine id>/NNNN_*.json``, read through the
 results layer. Runs are grouped by metric and by machine (``perf.machine.key`` of their fingerprint;
-runs without one form a group of their own), ordered by commit time, then commit id, then save time
-(save time alone for unversioned runs). In each run a benchmark contributes the gate's statistic
+runs without one form a group of their own), in history order (``history_order``): by commit time,
+commits of one commit time by when each was first saved, a commit's runs by save time (save time alone
+for unversioned runs). In each run a benchmark contributes the gate's statistic
 (``value_of``) and its per-process values, whose spread weighs the run in ``perf.steps``.
 """
 
@@ -33,10 +34,29 @@ def storage_files(storage: str | Path) -> list[Path]:
     return [path for f in (folder, *subfolders) for path in saved_files(f)]
 
 
-def order_key(run: Run) -> tuple[datetime, str, datetime, str]:
-    """Where a run stands in its history: commit time (save time where unversioned), commit id, save time."""
-    saved = _instant(run.datetime)
-    return _instant(run.commit_time) or saved or _EARLIEST, run.commit_id, saved or _EARLIEST, run.source
+OrderKey = tuple[datetime, datetime, str, datetime, str]
+
+
+def history_order(runs: Iterable[Run]) -> Callable[[Run], OrderKey]:
+    """The sort key that puts runs in the history order of ``runs``: by commit time (save time where
+    unversioned); commits of one commit time by when each was first saved in ``runs`` (git's clock counts
+    seconds, and a rebase, a merge queue or a script makes many commits in one: their ids would order
+    them at random); then the runs of one commit by save time."""
+    first_saved: dict[str, datetime] = {}
+    for run in runs:
+        if run.commit_id:
+            first_saved[run.commit_id] = min(first_saved.get(run.commit_id, _saved(run)), _saved(run))
+
+    def key(run: Run) -> OrderKey:
+        saved = _saved(run)
+        return (_instant(run.commit_time) or saved, first_saved.get(run.commit_id, saved), run.commit_id, saved,
+                run.source)
+
+    return key
+
+
+def _saved(run: Run) -> datetime:
+    return _instant(run.datetime) or _EARLIEST
 
 
 def _instant(text: str) -> datetime | None:
@@ -102,8 +122,9 @@ class Series:
 def series(runs: Iterable[Run], select: Callable[[str], bool] = lambda name: True,
            window: int | None = None) -> list[Series]:
     """The series of every benchmark ``select`` keeps, each of its last ``window`` runs (all without one)."""
+    runs = list(runs)
     grouped: dict[tuple[Metric, str, str], list[Point]] = {}
-    for run in sorted(runs, key=order_key):
+    for run in sorted(runs, key=history_order(runs)):
         for name, result in run.results.items():
             value = value_of(result)
             if value is not None and select(name):

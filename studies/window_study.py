@@ -47,7 +47,8 @@ THRESHOLD = parse_threshold("5%")  # the gate's default
 
 def history(storage: Path) -> list[Run]:
     skipped: list[str] = []
-    runs = sorted(readable_runs(trend.storage_files(storage), skipped), key=trend.order_key)
+    runs = list(readable_runs(trend.storage_files(storage), skipped))
+    runs.sort(key=trend.history_order(runs))
     if skipped:
         raise UsageError(f"a saved run does not load: {skipped[0]}")
     return runs

@@ -92,9 +92,12 @@ def test_a_step_after_since_that_is_a_regression_exits_1_and_one_before_it_0(tmp
     assert rc == 1
     assert "0008 (after 0007): +" in out and "REGRESSION" in out
     assert "FAIL: 1 regression(s) after 0007: test_stage[seed-relu-numpy]" in out
+    good, bad = (load_run(next(storage.rglob(f"000{n}_*.json"))).commit_id[:12] for n in (7, 8))
+    assert out.endswith(f"  which commit: python -m perf.bisect --good {good} --bad {bad} -- "
+                        "'perf/test_stages.py::test_stage[seed-relu-numpy]'\n")  # the commits either side of the step
     for after in ("0008", "10"):
         rc, out, _ = cli(capsys, storage, "--since", after)
-        assert rc == 0 and "PASS" in out and "0008 (after 0007): +" in out
+        assert rc == 0 and "PASS" in out and "0008 (after 0007): +" in out and "which commit" not in out
 
 
 def test_since_takes_a_commit_id_prefix(tmp_path, capsys):
@@ -359,6 +362,19 @@ def test_runs_are_ordered_by_commit_time_then_commit_then_save_time(tmp_path):
     paths = [save(tmp_path, n, doc) for n, doc in docs.items()]
     (series,) = trend.series([load_run(p) for p in paths])
     assert [p.label for p in series.points] == ["0002", "0003", "0004", "0005", "0001"]
+
+
+def test_commits_of_one_commit_time_are_ordered_by_when_each_was_first_saved(tmp_path):
+    # git's clock counts seconds: a rebase or a script makes many commits in one, and their ids would
+    # order them at random.
+    rng = np.random.default_rng(0)
+    ids = ["ff" * 20, "00" * 20, "88" * 20]  # saved in this order
+    docs = [run_doc([benchmark("relu", "numpy", 1e-6, rng=rng)], day=day, commit=commit)
+            for day, commit in [(1, ids[0]), (2, ids[1]), (3, ids[2]), (4, ids[0])]]  # the first commit saved again
+    for doc in docs:
+        doc["commit_info"]["time"] = "2026-11-01T10:00:00+00:00"
+    (series,) = trend.series([load_run(save(tmp_path, n, doc)) for n, doc in enumerate(docs, 1)])
+    assert [p.label for p in series.points] == ["0001", "0004", "0002", "0003"]
 
 
 def test_metrics_and_machines_form_separate_series(tmp_path):
