@@ -40,12 +40,12 @@ class Confirmation:
     how: str
 
 
-def unavailable(repo: Path, commit: str, dirty: bool) -> str:
-    """Why the baseline's commit cannot be measured here ('' when it can)."""
+def unavailable(repo: Path, commit: str, dirty: bool, what: str = "the baseline") -> str:
+    """Why the commit of ``what`` (a saved run) cannot be measured here ('' when it can)."""
     if dirty:
-        return "the baseline was saved from a working tree with uncommitted changes: its code is in no commit"
+        return f"{what} was saved from a working tree with uncommitted changes: its code is in no commit"
     if not commit:
-        return "the baseline records no commit (saved outside a git repository)"
+        return f"{what} records no commit (saved outside a git repository)"
     try:
         revisions.toplevel(repo)
     except UsageError:
@@ -53,7 +53,7 @@ def unavailable(repo: Path, commit: str, dirty: bool) -> str:
     if not revisions.exists(repo, commit):
         shallow = git(repo, "rev-parse", "--is-shallow-repository") == "true"
         hint = " (the clone is shallow: git fetch --unshallow)" if shallow else ""
-        return f"the baseline's commit {commit[:12]} is not in this repository{hint}"
+        return f"{what}'s commit {commit[:12]} is not in this repository{hint}"
     return ""
 
 

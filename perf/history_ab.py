@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ab, bisect, bisection, gate, revisions
+from . import ab, bisect, bisection, gate
+from .confirm import unavailable
 from .metric import Metric
 from .render import format_change
 from .steps import Step
@@ -59,17 +60,14 @@ class Confirmation:
 
 def _unconfirmable(repo: Path, series: Series, step: Step) -> str:
     """Why no A/B of commits can confirm ``step`` ('' when one can)."""
-    before, first = series.points[step.index - 1].run, series.points[step.index].run
-    if before.dirty or first.dirty:
-        return "a run on either side was saved from uncommitted changes: its code is in no commit"
-    if not before.commit_id or not first.commit_id:
-        return "a run on either side records no commit"
-    if before.commit_id == first.commit_id:
-        return (f"both runs are of commit {first.commit_id[:10]}: the step is not in the code "
+    before, first = (series.points[i] for i in (step.index - 1, step.index))
+    if before.run.commit_id and before.run.commit_id == first.run.commit_id and not before.run.dirty:
+        return (f"both runs are of commit {first.run.commit_id[:10]}: the step is not in the code "
                 "(a plugin, the environment, the machine)")
-    for run in (before, first):
-        if not revisions.exists(repo, run.commit_id):
-            return f"commit {run.commit_id[:10]} is not in {repo}"
+    for point in (before, first):
+        why = unavailable(repo, point.run.commit_id, point.run.dirty, what=f"run {point.label}")
+        if why:
+            return why
     return ""
 
 
