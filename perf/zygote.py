@@ -18,12 +18,14 @@ Requests and replies travel on two pipes the client hands the zygote on fixed de
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import gc
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +37,9 @@ FDS_ENV = "PERF_SERVE_FDS"          # set in a zygote: its request and reply des
 REQUESTS_FD, REPLIES_FD = 10, 11    # where the zygote finds them (below valgrind's own, above the folders)
 MAX_LINE = 1 << 20                  # bytes of one request line
 GRACE_S = 30.0                      # how long a zygote left on an error may take to end before it is killed
+
+_PR_SET_PDEATHSIG = 1                # prctl(2): the signal a process gets when its parent ends
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 Send = Callable[[dict], None]
 Handler = Callable[[dict, Send], None]
@@ -131,7 +136,7 @@ class Zygote:
                 # process_group=0: the zygote and its children in a group of their own, killed together.
                 self._proc = subprocess.Popen(list(argv), env={**env, FDS_ENV: f"{REQUESTS_FD},{REPLIES_FD}"}, cwd=cwd,
                                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                              close_fds=False, preexec_fn=lambda: _place(opened), process_group=0)
+                                              close_fds=False, preexec_fn=lambda: _start(opened), process_group=0)
         except OSError as exc:
             raise MeasureError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         finally:
@@ -216,6 +221,14 @@ class Zygote:
         if self._requests >= 0:
             self._close([self._requests])
             self._requests = -1
+
+
+def _start(opened: Mapping[int, int]) -> None:
+    """In the new process, before exec: its descriptors placed; it dies with its parent (it has a process
+    group of its own, which a signal to the parent's group no longer reaches)."""
+    _place(opened)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _place(opened: Mapping[int, int]) -> None:

@@ -7,6 +7,7 @@ tests/test_processes.py (timing) and tests/test_counting.py (counting)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -111,9 +112,33 @@ def test_a_zygote_that_does_not_end_in_its_grace_is_killed_with_its_children(tmp
     assert not (tmp_path / "written").exists()
 
 
-def _alive(pid: int) -> bool:
+def test_a_zygote_dies_with_its_parent_even_while_it_waits_for_a_child(tmp_path):
+    # Its process group is its own: a signal to the parent's group no longer reaches it, and a zygote waiting
+    # for a child reads no end of its requests either.
+    parent = f"""
+import os, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from perf import zygote
+z = zygote.Zygote([sys.executable, "-c", {HANDLER!r}], {{**os.environ, "PYTHONPATH": {str(ROOT)!r}}}, {str(tmp_path)!r},
+                  {str(tmp_path / "zygote.log")!r}, {{3: {str(tmp_path)!r}}})
+z.request({{"linger": 5}})
+print(z._proc.pid, flush=True)
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        zygote_pid = int(proc.stdout.readline())
+        assert _alive(zygote_pid, settle=0)
+        proc.kill()
+        proc.wait()
+        assert not _alive(zygote_pid)
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int, settle: int = 100) -> bool:
     """Whether ``pid`` runs (a zombie nobody has reaped yet does not)."""
-    for _ in range(100):  # a killed process is gone a moment after its signal
+    for _ in range(settle + 1):  # a killed process is gone a moment after its signal
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
         except OSError:
