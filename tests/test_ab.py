@@ -249,11 +249,9 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """main: c1 (the fake suite), c2 (a README only, HEAD); branch slow: test_work 15x slower, and
-    test_added, a benchmark base does not have."""
-    repo = tmp_path_factory.mktemp("ab-repo")
+def fake_suite_repo(repo: Path) -> Path:
+    """A git repository in ``repo`` whose main holds c1 (the fake suite, perf/test_fake.py) and c2 (a README
+    only, HEAD); the suite's path."""
     git(repo, "init", "-q", "-b", "main")
     (repo / "perf").mkdir()
     suite = repo / "perf" / "test_fake.py"
@@ -263,6 +261,15 @@ def repo(tmp_path_factory) -> Path:
     (repo / "README").write_text("unrelated change\n")
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "c2: readme")
+    return suite
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """main: c1 (the fake suite), c2 (a README only, HEAD); branch slow: test_work 15x slower, and
+    test_added, a benchmark base does not have."""
+    repo = tmp_path_factory.mktemp("ab-repo")
+    suite = fake_suite_repo(repo)
     git(repo, "checkout", "-q", "-b", "slow")
     added = "\n\ndef test_added(benchmark):\n    benchmark(spin, 100)\n"
     suite.write_text(textwrap.dedent(FAKE_SUITE.format(work=30000)) + added)

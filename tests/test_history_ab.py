@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from perf import history
-from tests.test_ab import FAKE_SUITE, git
+from tests.test_ab import FAKE_SUITE, fake_suite_repo, git
 from tests.test_history import benchmark, cli, one_error_line, run_doc, save
 
 slow = pytest.mark.slow
@@ -27,17 +27,8 @@ A_B = ["--rounds", "3", "--", "--benchmark-max-time=0.01", "--benchmark-min-roun
 def repo(tmp_path_factory) -> dict[str, str]:
     """c1 (the fake suite), c2 (a README only), c3 (test_work 15x slower): {name: full commit id}, and "path"."""
     repo = tmp_path_factory.mktemp("history-ab-repo")
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "perf").mkdir()
-    suite = repo / "perf" / "test_fake.py"
-    suite.write_text(textwrap.dedent(FAKE_SUITE.format(work=2000)))
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "c1: fake suite")
-    c1 = git(repo, "rev-parse", "HEAD")
-    (repo / "README").write_text("unrelated change\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "c2: readme")
-    c2 = git(repo, "rev-parse", "HEAD")
+    suite = fake_suite_repo(repo)
+    c1, c2 = git(repo, "rev-parse", "HEAD~1"), git(repo, "rev-parse", "HEAD")
     suite.write_text(textwrap.dedent(FAKE_SUITE.format(work=30000)))
     git(repo, "commit", "-q", "-am", "c3: slower work")
     return {"c1": c1, "c2": c2, "c3": git(repo, "rev-parse", "HEAD"), "path": str(repo)}
