@@ -30,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import command, machine
+from . import command, machine, paths
 from .cli import Parser, git, run_main
 from .errors import ResultsError, UsageError
 from .results import load_verdicts, read_json, write_json
@@ -211,11 +211,9 @@ def _main(argv: list[str]) -> int:
     lines = render(res, meta)
     print("\n".join(lines))
     if args.out:
-        try:
+        with paths.writing("--out", args.out, "the report"):  # printed above; the raw results stay in the workdir
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text("\n".join(lines), encoding="utf-8")
-        except OSError as exc:  # the report is printed above; the raw results stay in the working folder
-            raise UsageError(f"--out {args.out!r}: cannot write the report: {exc.strerror or exc}") from None
     return 0
 
 

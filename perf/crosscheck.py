@@ -17,7 +17,7 @@ from pathlib import Path
 
 import kernels
 
-from . import machine
+from . import machine, paths
 from .cases import PROBES, Case, bind, probe_problem
 from .cli import CHECK_FAILED, PASS, Parser, UsageError, run_main
 from .gate import GateError, parse_threshold
@@ -103,10 +103,8 @@ def _main(argv: list[str] | None) -> int:
     text = markdown(table, tolerance, header)
     print(text)
     if args.out:
-        try:
+        with paths.writing("--out", args.out, "the cross-check"):
             Path(args.out).write_text(text)
-        except OSError as exc:
-            raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
     return PASS if all(abs(r["ours_s"] / r["torch_s"] - 1) <= tolerance for r in table) else CHECK_FAILED
 
 

@@ -457,22 +457,15 @@ def _history(argv: list[str]) -> int:
         history = dataclasses.replace(history, confirmations=confirmations)
     sys.stdout.write(to_text(history))
     if args.markdown:
-        _write("--markdown", args.markdown, lambda: Path(args.markdown).write_text(to_markdown(history), encoding="utf-8"))
+        with paths.writing("--markdown", args.markdown, "the history"):
+            Path(args.markdown).write_text(to_markdown(history), encoding="utf-8")
     if args.json:
-        _write("--json", args.json, lambda: write_json(args.json, to_json(history)))
+        with paths.writing("--json", args.json, "the history"):
+            write_json(args.json, to_json(history))
     if args.figures:
         written = write_figures(history, Path(args.figures))
         print(f"wrote {len(written)} figure(s) into {args.figures}", file=sys.stderr)
     return REGRESSION if history.regressions() else PASS
-
-
-def _write(option: str, path: str, write: Callable[[], object]) -> None:
-    """``write()``; an OSError (what the check before reading cannot see: a full disk, a file that refuses
-    writes) is a one-line UsageError naming ``option``."""
-    try:
-        write()
-    except OSError as exc:
-        raise UsageError(f"{option} {path!r}: cannot write the history: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .errors import UsageError
@@ -38,3 +39,13 @@ def require_writable(outputs: Mapping[str, str | os.PathLike | None]) -> None:
         why = unwritable(path) if path else ""
         if why:
             raise UsageError(f"{option} {str(path)!r}: {why}")
+
+
+@contextlib.contextmanager
+def writing(option: str, path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Around the writing of ``what`` to ``path``: an OSError (what ``unwritable`` cannot see beforehand: a
+    full disk, a file that refuses writes) is a one-line UsageError naming ``option``."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"{option} {str(path)!r}: cannot write {what}: {exc.strerror or exc}") from None
