@@ -305,10 +305,16 @@ def write_json(path: str | os.PathLike, doc: object, *, indent: int | None = 2) 
     """Write ``doc`` whole or not at all: a temporary file beside ``path``, then one rename.
 
     Replaces an existing file (reports and outcomes are rewritten by every run); saved runs,
-    which must never replace anything, go through ``save_new``.
+    which must never replace anything, go through ``save_new``. A link, or a path that is no
+    regular file (``/dev/stdout``, a pipe), is written into, as ``open`` does: renaming onto it
+    would replace the link or the device itself.
     """
     target = Path(path)
     text = json.dumps(doc, indent=indent, default=str, allow_nan=False) + "\n"
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return target
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -650,6 +650,19 @@ def test_a_save_that_fails_midway_leaves_nothing_behind(tmp_path, monkeypatch):
     assert saved_files(tmp_path) == {}
 
 
+def test_a_report_through_a_link_or_onto_a_device_is_written_there_never_replacing_either(tmp_path):
+    (tmp_path / "reports").mkdir()
+    to_file = tmp_path / "latest.json"
+    to_file.symlink_to(tmp_path / "reports" / "r.json")
+    results.write_json(to_file, {"a": 1})
+    assert to_file.is_symlink() and json.loads((tmp_path / "reports" / "r.json").read_text()) == {"a": 1}
+    to_device = tmp_path / "null.json"
+    to_device.symlink_to(os.devnull)
+    results.write_json(to_device, {"a": 1})
+    assert to_device.is_symlink() and Path(os.devnull).is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "null.json", "reports"]  # no temporary left
+
+
 # --------------------------------------------------------------------------- 9. roofline shares, in process
 
 
